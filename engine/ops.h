@@ -1,0 +1,119 @@
+// The differentiable ops of the engine: every op records a node for backward when grad mode is on.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace retort {
+
+// --- elementwise (engine/ops/elementwise.cpp): NumPy broadcasting, same dtype and device -------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+// alpha * x + beta: the scalar forms (x + s, x * s, s - x, ...) are all this op.
+Tensor affine(const Tensor& x, double alpha, double beta);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor relu6(const Tensor& x);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+inline Tensor operator+(const Tensor& x, double s) { return affine(x, 1.0, s); }
+inline Tensor operator+(double s, const Tensor& x) { return affine(x, 1.0, s); }
+inline Tensor operator-(const Tensor& x, double s) { return affine(x, 1.0, -s); }
+inline Tensor operator-(double s, const Tensor& x) { return affine(x, -1.0, s); }
+inline Tensor operator*(const Tensor& x, double s) { return affine(x, s, 0.0); }
+inline Tensor operator*(double s, const Tensor& x) { return affine(x, s, 0.0); }
+inline Tensor operator/(const Tensor& x, double s) { return affine(x, 1.0 / s, 0.0); }
+
+// --- reductions (engine/ops/reduce.cpp) --------------------------------------------------------
+// Sum / mean over `dims` (negative dims count from the end; empty = all dims).
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+// Sums x down to `shape` (the inverse of broadcasting `shape` to x's shape).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// --- linear algebra (engine/ops/linear.cpp) ----------------------------------------------------
+// (m, k) x (k, n) -> (m, n).
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x (N, in), weight (out, in), optional bias (out) -> x weight^T + bias, as torch's F.linear.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// --- convolution (engine/ops/conv.cpp) ---------------------------------------------------------
+struct Conv2dOptions {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, groups = 1;
+  static Conv2dOptions make(int64_t stride, int64_t padding, int64_t groups = 1) {
+    return {stride, stride, padding, padding, groups};
+  }
+};
+// x (N, C_in, H, W), weight (C_out, C_in / groups, kH, kW), optional bias (C_out).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              const Conv2dOptions& options = {});
+
+// --- normalisation (engine/ops/batchnorm.cpp) --------------------------------------------------
+// x (N, C) or (N, C, H, W). Training: batch statistics, and running_mean/var (may be undefined)
+// are updated in place with `momentum` as PyTorch. Evaluation: running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  double momentum = 0.1, double eps = 1e-5);
+
+// --- pooling (engine/ops/pool.cpp) -------------------------------------------------------------
+struct Pool2dOptions {
+  int64_t kernel_h = 2, kernel_w = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // average pooling only
+  // stride defaults to the kernel size, as in PyTorch.
+  static Pool2dOptions make(int64_t kernel, int64_t stride = 0, int64_t padding = 0,
+                            bool ceil_mode = false) {
+    const int64_t s = stride > 0 ? stride : kernel;
+    return {kernel, kernel, s, s, padding, padding, ceil_mode, true};
+  }
+};
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options);
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+// (N, C, H, W) -> (N, C): the mean over each plane.
+Tensor global_avg_pool2d(const Tensor& x);
+
+// --- softmax family and losses (engine/ops/softmax.cpp, engine/ops/loss.cpp) -------------------
+// Along the last dimension, of x / temperature.
+Tensor softmax(const Tensor& x, double temperature = 1.0);
+Tensor log_softmax(const Tensor& x, double temperature = 1.0);
+
+enum class Reduction { none, mean, sum };
+// logits (N, C), labels (N) int64 in [0, C).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
+                     Reduction reduction = Reduction::mean);
+// Per-sample KL(p_t || p_s) of the temperature-softened distributions, shape (N). Gradients flow
+// to the student only; the teacher's logits must not require grad.
+Tensor kd_divergence(const Tensor& student_logits, const Tensor& teacher_logits,
+                     double temperature);
+// The KD loss of Hinton et al. as RepDistiller computes it: batchmean KL times T^2.
+Tensor kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, double temperature);
+// Per-sample entropy (natural log) of softmax(logits / T), shape (N); no gradient.
+Tensor softmax_entropy(const Tensor& logits, double temperature = 1.0);
+
+}  // namespace retort
+
+namespace retort {
+
+// --- optimiser update (engine/ops/optim.cpp): in place, outside autograd -----------------------
+struct SgdStepOptions {
+  double lr = 0.1, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+  bool nesterov = false;
+};
+// param -= lr * update(grad) with PyTorch's SGD rule. momentum_buf (same shape as param) is
+// needed when momentum != 0; first_step initialises it with the first update.
+void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const SgdStepOptions& o,
+              bool first_step);
+
+}  // namespace retort
