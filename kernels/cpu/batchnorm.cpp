@@ -1,0 +1,177 @@
+// CPU twins of the batch-norm family: training/evaluation forward and backward, per channel.
+#include "kernels/batchnorm.h"
+
+#include <cmath>
+
+#include "kernels/cpu/parallel.h"
+
+namespace retort::kernels {
+namespace {
+
+// Every loop below runs one channel per iteration and sums that channel's values in the fixed
+// order (batch outer, spatial inner), in double, so results do not depend on the thread count.
+// Element (b, c, i) of a (batch, channels, spatial) tensor:
+inline int64_t offset(const BatchNormShape& s, int64_t b, int64_t c) {
+  return (b * s.channels + c) * s.spatial;
+}
+
+}  // namespace
+
+// Degenerate batches, which the engine rejects before calling (PyTorch raises "Expected more than
+// 1 value per channel when training"), still give finite, defined results here:
+// - n = batch * spatial = 1: the biased variance is 0, so y = beta and invstd = 1/sqrt(eps); the
+//   unbiased variance n/(n-1) * var is 0/0 and is taken as 0, so running_var still decays by
+//   (1 - momentum) while running_mean moves toward the single value as usual.
+// - n = 0: nothing to normalise; save_mean = 0, save_invstd = 1/sqrt(eps) and the running
+//   statistics are left untouched (PyTorch's behaviour for an empty input).
+template <typename T>
+void batchnorm_forward_train(const CpuContext& ctx, const BatchNormShape& s, const T* x,
+                             const T* gamma, const T* beta, T momentum, T eps, T* running_mean,
+                             T* running_var, T* y, T* save_mean, T* save_invstd) {
+  const int64_t n = s.batch * s.spatial;
+  const double m = static_cast<double>(momentum);
+  const int threads = cpu_threads(ctx, s.channels * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t c = 0; c < s.channels; ++c) {
+    // Two passes (mean, then squared deviations) avoid the cancellation of E[x^2] - E[x]^2.
+    double sum = 0.0;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const T* xp = x + offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) sum += static_cast<double>(xp[i]);
+    }
+    const double mean = n > 0 ? sum / static_cast<double>(n) : 0.0;
+    double sq = 0.0;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const T* xp = x + offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) {
+        const double d = static_cast<double>(xp[i]) - mean;
+        sq += d * d;
+      }
+    }
+    const double var = n > 0 ? sq / static_cast<double>(n) : 0.0;
+    const double invstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    const double scale = invstd * static_cast<double>(gamma[c]);
+    const double shift = static_cast<double>(beta[c]);
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t o = offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) {
+        y[o + i] = static_cast<T>((static_cast<double>(x[o + i]) - mean) * scale + shift);
+      }
+    }
+    save_mean[c] = static_cast<T>(mean);
+    save_invstd[c] = static_cast<T>(invstd);
+    if (n > 0) {
+      const double unbiased = n > 1 ? sq / static_cast<double>(n - 1) : 0.0;
+      running_mean[c] = static_cast<T>((1.0 - m) * static_cast<double>(running_mean[c]) + m * mean);
+      running_var[c] =
+          static_cast<T>((1.0 - m) * static_cast<double>(running_var[c]) + m * unbiased);
+    }
+  }
+}
+
+template <typename T>
+void batchnorm_forward_eval(const CpuContext& ctx, const BatchNormShape& s, const T* x,
+                            const T* gamma, const T* beta, const T* running_mean,
+                            const T* running_var, T eps, T* y) {
+  const int64_t n = s.batch * s.spatial;
+  const int threads = cpu_threads(ctx, s.channels * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t c = 0; c < s.channels; ++c) {
+    const double mean = static_cast<double>(running_mean[c]);
+    const double invstd =
+        1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps));
+    const double scale = invstd * static_cast<double>(gamma[c]);
+    const double shift = static_cast<double>(beta[c]);
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t o = offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) {
+        y[o + i] = static_cast<T>((static_cast<double>(x[o + i]) - mean) * scale + shift);
+      }
+    }
+  }
+}
+
+// With xhat = (x - mean) * invstd and the batch statistics depending on x (PyTorch's formula):
+//   grad_beta  = sum(grad_y)
+//   grad_gamma = sum(grad_y * xhat)
+//   grad_x     = gamma * invstd * (grad_y - sum(grad_y) / n - xhat * sum(grad_y * xhat) / n)
+template <typename T>
+void batchnorm_backward_train(const CpuContext& ctx, const BatchNormShape& s, const T* x,
+                              const T* grad_y, const T* gamma, const T* save_mean,
+                              const T* save_invstd, T* grad_x, T* grad_gamma, T* grad_beta) {
+  const int64_t n = s.batch * s.spatial;
+  const int threads = cpu_threads(ctx, s.channels * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t c = 0; c < s.channels; ++c) {
+    const double mean = static_cast<double>(save_mean[c]);
+    const double invstd = static_cast<double>(save_invstd[c]);
+    double sum_dy = 0.0, sum_dy_xmu = 0.0;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t o = offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) {
+        const double dy = static_cast<double>(grad_y[o + i]);
+        sum_dy += dy;
+        sum_dy_xmu += dy * (static_cast<double>(x[o + i]) - mean);
+      }
+    }
+    grad_beta[c] = static_cast<T>(sum_dy);
+    grad_gamma[c] = static_cast<T>(sum_dy_xmu * invstd);
+    if (n == 0) continue;
+    const double mean_dy = sum_dy / static_cast<double>(n);
+    // xmu * invstd^2 * mean(dy * xmu) is xhat * mean(dy * xhat).
+    const double proj = invstd * invstd * sum_dy_xmu / static_cast<double>(n);
+    const double scale = invstd * static_cast<double>(gamma[c]);
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t o = offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) {
+        const double xmu = static_cast<double>(x[o + i]) - mean;
+        grad_x[o + i] =
+            static_cast<T>((static_cast<double>(grad_y[o + i]) - mean_dy - xmu * proj) * scale);
+      }
+    }
+  }
+}
+
+template <typename T>
+void batchnorm_backward_eval(const CpuContext& ctx, const BatchNormShape& s, const T* x,
+                             const T* grad_y, const T* gamma, const T* running_mean,
+                             const T* running_var, T eps, T* grad_x, T* grad_gamma, T* grad_beta) {
+  const int64_t n = s.batch * s.spatial;
+  const int threads = cpu_threads(ctx, s.channels * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t c = 0; c < s.channels; ++c) {
+    const double mean = static_cast<double>(running_mean[c]);
+    const double invstd =
+        1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps));
+    const double scale = invstd * static_cast<double>(gamma[c]);
+    double sum_dy = 0.0, sum_dy_xmu = 0.0;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t o = offset(s, b, c);
+      for (int64_t i = 0; i < s.spatial; ++i) {
+        const double dy = static_cast<double>(grad_y[o + i]);
+        sum_dy += dy;
+        sum_dy_xmu += dy * (static_cast<double>(x[o + i]) - mean);
+        grad_x[o + i] = static_cast<T>(dy * scale);
+      }
+    }
+    grad_beta[c] = static_cast<T>(sum_dy);
+    grad_gamma[c] = static_cast<T>(sum_dy_xmu * invstd);
+  }
+}
+
+#define RETORT_BATCHNORM_INSTANTIATE(T)                                                          \
+  template void batchnorm_forward_train<T>(const CpuContext&, const BatchNormShape&, const T*,   \
+                                           const T*, const T*, T, T, T*, T*, T*, T*, T*);        \
+  template void batchnorm_forward_eval<T>(const CpuContext&, const BatchNormShape&, const T*,    \
+                                          const T*, const T*, const T*, const T*, T, T*);        \
+  template void batchnorm_backward_train<T>(const CpuContext&, const BatchNormShape&, const T*,  \
+                                            const T*, const T*, const T*, const T*, T*, T*, T*); \
+  template void batchnorm_backward_eval<T>(const CpuContext&, const BatchNormShape&, const T*,   \
+                                           const T*, const T*, const T*, const T*, T, T*, T*, T*);
+
+RETORT_BATCHNORM_INSTANTIATE(float)
+RETORT_BATCHNORM_INSTANTIATE(double)
+
+#undef RETORT_BATCHNORM_INSTANTIATE
+
+}  // namespace retort::kernels
