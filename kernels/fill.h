@@ -40,7 +40,7 @@ RETORT_HOST_DEVICE inline float uint32_to_unit(uint32_t v) {
   return (static_cast<float>(v >> 8) + 1.0f) * (1.0f / 16777216.0f);
 }
 
-// Element i of a fill draws from counter (offset + i / 4, stream) lane i % 4, so a fill of n
+// Element i of a fill draws from counter (lo = offset + i / 4, hi = 0) lane i % 4, so a fill of n
 // elements consumes ceil(n / 4) counters; the caller advances its offset by that amount.
 // uniform: low + (high - low) * u with u in (0, 1].
 template <typename T>
@@ -50,12 +50,12 @@ void fill_uniform(const CudaContext& ctx, int64_t n, uint64_t seed, uint64_t off
                   float high, float* y);
 
 // normal: Box-Muller on lane pairs (0,1) and (2,3) of each counter: lanes 0 and 2 take the cosine
-// branch, lanes 1 and 3 the sine branch; y = mean + std * z.
+// branch, lanes 1 and 3 the sine branch; y = mean + stddev * z.
 template <typename T>
-void fill_normal(const CpuContext& ctx, int64_t n, uint64_t seed, uint64_t offset, T mean, T std,
-                 T* y);
+void fill_normal(const CpuContext& ctx, int64_t n, uint64_t seed, uint64_t offset, T mean,
+                 T stddev, T* y);
 void fill_normal(const CudaContext& ctx, int64_t n, uint64_t seed, uint64_t offset, float mean,
-                 float std, float* y);
+                 float stddev, float* y);
 
 // Number of Philox counters a fill of n elements consumes.
 inline uint64_t philox_counters(int64_t n) { return static_cast<uint64_t>((n + 3) / 4); }

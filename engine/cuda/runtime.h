@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "engine/device.h"
 #include "engine/storage.h"
@@ -19,5 +20,21 @@ Allocator& device_allocator(int device);
 // Copies bytes where at least one side is a CUDA device; synchronous with respect to the host.
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                 size_t bytes);
+
+}  // namespace retort::cuda
+
+namespace retort::cuda {
+
+// What the caching allocator of one device has done so far.
+struct AllocatorStats {
+  size_t bytes_in_use = 0;       // held by live storages
+  size_t bytes_cached = 0;       // freed by storages, kept for reuse
+  size_t peak_bytes_in_use = 0;
+  uint64_t device_mallocs = 0;   // cudaMalloc calls: flat in a steady-state training step
+  uint64_t reuses = 0;           // allocations served from the cache
+};
+AllocatorStats allocator_stats(int device);
+// Returns every cached block to the driver (cudaFree); live storages are untouched.
+void empty_cache(int device);
 
 }  // namespace retort::cuda

@@ -21,8 +21,11 @@ struct Conv2dBackward final : Node {
   std::vector<Tensor> apply(const Tensor& g_in) override {
     Tensor g = g_in.contiguous();
     Tensor gx, gw, gb;
-    if (next_edges[0].active()) gx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    if (next_edges[1].active()) gw = Tensor::empty(weight.shape(), weight.dtype(), weight.device());
+    const Shape x_shape = {shape.batch, shape.in_channels, shape.in_h, shape.in_w};
+    const Shape w_shape = {shape.out_channels, shape.in_channels / shape.groups, shape.kernel_h,
+                           shape.kernel_w};
+    if (next_edges[0].active()) gx = Tensor::empty(x_shape, g.dtype(), g.device());
+    if (next_edges[1].active()) gw = Tensor::empty(w_shape, g.dtype(), g.device());
     const bool want_bias = has_bias && next_edges[2].active();
     if (want_bias) gb = Tensor::empty({shape.out_channels}, g.dtype(), g.device());
     dispatch<OpId::conv2d>(g.device(), g.dtype(), [&](const auto& ctx, auto tag) {

@@ -92,6 +92,15 @@ const std::map<std::string, Case>& cases() {
              },
              {leaf({2, 3, 5, 5}, 28), leaf({3, 1, 3, 3}, 29)});
          if (!depthwise) return depthwise;
+         // Only the weight needs a gradient (a network's first layer): x is not saved for it.
+         auto weight_only = gradcheck(
+             [](const auto& in) { return conv2d(in[0], in[1], Tensor(), Conv2dOptions::make(1, 0)); },
+             {leaf({2, 3, 4, 4}, 58, -1.0, 1.0, false), leaf({2, 3, 3, 3}, 59)});
+         if (!weight_only) return weight_only;
+         auto input_only = gradcheck(
+             [](const auto& in) { return conv2d(in[0], in[1], Tensor(), Conv2dOptions::make(1, 1)); },
+             {leaf({2, 3, 4, 4}, 60), leaf({2, 3, 3, 3}, 61, -1.0, 1.0, false)});
+         if (!input_only) return input_only;
          return gradcheck(
              [](const auto& in) { return conv2d(in[0], in[1], Tensor(), {2, 1, 0, 1, 1}); },
              {leaf({1, 2, 7, 5}, 30), leaf({3, 2, 1, 2}, 31)});

@@ -1,0 +1,41 @@
+// CPU twin of the fused optimiser updates (kernels/optim.h): PyTorch's SGD, element-parallel.
+#include "kernels/optim.h"
+
+#include "kernels/cpu/parallel.h"
+
+namespace retort::kernels {
+
+template <typename T>
+void sgd_step(const CpuContext& ctx, int64_t n, T* param, const T* grad, T* momentum_buf, T lr,
+              T momentum, T dampening, T weight_decay, bool nesterov, bool first_step) {
+  // Each element's update is independent and follows torch.optim.SGD's single-tensor path term
+  // for term (weight decay added to the gradient, then the momentum buffer, then the step), so
+  // the result is the same for any thread count. Like PyTorch, a zero weight decay is skipped
+  // rather than added as 0 * param.
+  const int threads = cpu_threads(ctx, n);
+  if (momentum == T(0)) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < n; ++i) {
+      const T d = weight_decay != T(0) ? grad[i] + weight_decay * param[i] : grad[i];
+      param[i] -= lr * d;
+    }
+    return;
+  }
+  const T one_minus_dampening = T(1) - dampening;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) {
+    T d = weight_decay != T(0) ? grad[i] + weight_decay * param[i] : grad[i];
+    // PyTorch seeds the buffer with a copy of d on the first step: no dampening there.
+    const T buf = first_step ? d : momentum * momentum_buf[i] + one_minus_dampening * d;
+    momentum_buf[i] = buf;
+    d = nesterov ? d + momentum * buf : buf;
+    param[i] -= lr * d;
+  }
+}
+
+template void sgd_step<float>(const CpuContext&, int64_t, float*, const float*, float*, float,
+                              float, float, float, bool, bool);
+template void sgd_step<double>(const CpuContext&, int64_t, double*, const double*, double*, double,
+                               double, double, double, bool, bool);
+
+}  // namespace retort::kernels
