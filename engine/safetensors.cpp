@@ -31,15 +31,22 @@ constexpr const char* kMetadataKey = "__metadata__";
   throw std::runtime_error(std::string(who) + ": '" + path + "': " + what);
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 std::string safetensors_dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32: return "F32";
-    case DType::f64: return "F64";
-    case DType::i64: return "I64";
-    case DType::i32: return "I32";
-    case DType::u8: return "U8";
+    case DType::f32:
+      return "F32";
+    case DType::f64:
+      return "F64";
+    case DType::i64:
+      return "I64";
+    case DType::i32:
+      return "I32";
+    case DType::u8:
+      return "U8";
   }
   return "?";
 }
@@ -125,12 +132,13 @@ std::vector<char> host_bytes(const Tensor& t) {
   return out;
 }
 
-void write_all(int fd, const char* data, size_t bytes, const std::string& tmp_path) {
+void write_all(int fd, const char* data, size_t bytes, const std::string& path,
+               const std::string& tmp_path) {
   while (bytes > 0) {
     const ssize_t written = ::write(fd, data, bytes);
     if (written < 0) {
       if (errno == EINTR) continue;
-      fail("save_safetensors", tmp_path, "write failed: " + errno_text());
+      fail("save_safetensors", path, "cannot write " + tmp_path + ": " + errno_text());
     }
     data += written;
     bytes -= static_cast<size_t>(written);
@@ -177,7 +185,9 @@ Json parse_header(const std::string& text, const std::string& path) {
   bool duplicate_is_tensor = false;
   auto callback = [&](int, Json::parse_event_t event, Json& parsed) {
     switch (event) {
-      case Json::parse_event_t::object_start: open_objects.emplace_back(); break;
+      case Json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        break;
       case Json::parse_event_t::object_end:
         if (!open_objects.empty()) open_objects.pop_back();
         break;
@@ -188,7 +198,8 @@ Json parse_header(const std::string& text, const std::string& path) {
           duplicate_is_tensor = open_objects.size() == 1;
         }
         break;
-      default: break;
+      default:
+        break;
     }
     return true;
   };
@@ -357,16 +368,16 @@ void save_safetensors(const std::string& path,
 
   const std::string tmp_path = path + ".tmp";
   FileDescriptor fd(::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) fail(kWho, tmp_path, "cannot create: " + errno_text());
+  if (fd.get() < 0) fail(kWho, path, "cannot create " + tmp_path + ": " + errno_text());
   TempFileGuard guard{tmp_path};
-  write_all(fd.get(), length, sizeof(length), tmp_path);
-  write_all(fd.get(), text.data(), text.size(), tmp_path);
+  write_all(fd.get(), length, sizeof(length), path, tmp_path);
+  write_all(fd.get(), text.data(), text.size(), path, tmp_path);
   for (const auto& entry : tensors) {
     const std::vector<char> bytes = host_bytes(entry.second);
-    write_all(fd.get(), bytes.data(), bytes.size(), tmp_path);
+    write_all(fd.get(), bytes.data(), bytes.size(), path, tmp_path);
   }
-  if (::fsync(fd.get()) != 0) fail(kWho, tmp_path, "fsync failed: " + errno_text());
-  if (fd.close() != 0) fail(kWho, tmp_path, "close failed: " + errno_text());
+  if (::fsync(fd.get()) != 0) fail(kWho, path, "cannot fsync " + tmp_path + ": " + errno_text());
+  if (fd.close() != 0) fail(kWho, path, "cannot close " + tmp_path + ": " + errno_text());
   if (::rename(tmp_path.c_str(), path.c_str()) != 0) {
     fail(kWho, path, "cannot rename " + tmp_path + " over it: " + errno_text());
   }
@@ -437,8 +448,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
   file.tensors.reserve(entries.size());
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype, Device::cpu());
-    read_at(fd.get(), static_cast<char*>(t.raw_data()), e.end - e.begin, data_start + e.begin,
-            path, "the data of tensor '" + e.name + "'");
+    read_at(fd.get(), static_cast<char*>(t.raw_data()), e.end - e.begin, data_start + e.begin, path,
+            "the data of tensor '" + e.name + "'");
     file.tensors.emplace_back(e.name, std::move(t));
   }
   return file;

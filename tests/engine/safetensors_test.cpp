@@ -90,8 +90,12 @@ TEST_F(Safetensors, RoundTripIsBitExactForEveryDtype) {
                                    nan_payload,
                                    std::numeric_limits<double>::denorm_min(),
                                    -1e308};
-  const std::vector<float> f32 = {1.5f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
-                                  std::numeric_limits<float>::denorm_min(), 3.4e38f, -7.25f};
+  const std::vector<float> f32 = {1.5f,
+                                  -0.0f,
+                                  std::numeric_limits<float>::quiet_NaN(),
+                                  std::numeric_limits<float>::denorm_min(),
+                                  3.4e38f,
+                                  -7.25f};
   const std::vector<int64_t> i64 = {std::numeric_limits<int64_t>::min(), -1, 0, 1,
                                     std::numeric_limits<int64_t>::max(), 42};
   const std::vector<int32_t> i32 = {std::numeric_limits<int32_t>::min(), -5, 0, 7,
@@ -199,7 +203,8 @@ TEST_F(Safetensors, WritesTheReferenceByteLayout) {
       R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
   std::string expected;
-  for (int i = 0; i < 8; ++i) expected.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xff));
+  for (int i = 0; i < 8; ++i)
+    expected.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xff));
   expected += header;
   const float data[2] = {1.0f, -2.0f};
   expected.append(reinterpret_cast<const char*>(data), sizeof(data));
@@ -266,8 +271,8 @@ TEST_F(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
       {"fractional_dim", R"({"w":{"dtype":"U8","shape":[8.0],"data_offsets":[0,8]}})", eight, -1,
        "non-negative integer"},
       {"shape_overflow",
-       R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", eight,
-       -1, "overflows"},
+       R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", eight, -1,
+       "overflows"},
       {"offsets_past_end", "{\"w\":{" + f32x2 + R"(,"data_offsets":[0,16]}})", eight, -1,
        "out of range"},
       {"offsets_reversed", "{\"w\":{" + f32x2 + R"(,"data_offsets":[8,0]}})", eight, -1,
@@ -284,8 +289,8 @@ TEST_F(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
        "{\"a\":{" + f32x2 + R"(,"data_offsets":[0,8]},"a":{)" + f32x2 +
            R"(,"data_offsets":[8,16]}})",
        std::string(16, '\0'), -1, "duplicate tensor name 'a'"},
-      {"duplicate_field", "{\"a\":{" + f32x2 + R"(,"shape":[2],"data_offsets":[0,8]}})", eight,
-       -1, "duplicate key 'shape'"},
+      {"duplicate_field", "{\"a\":{" + f32x2 + R"(,"shape":[2],"data_offsets":[0,8]}})", eight, -1,
+       "duplicate key 'shape'"},
       {"metadata_not_object", R"({"__metadata__":[1]})", "", -1, "__metadata__"},
       {"metadata_not_string", R"({"__metadata__":{"epoch":3}})", "", -1, "'epoch'"},
       {"truncated_data", "{\"w\":{" + f32x2 + R"(,"data_offsets":[0,8]}})", "abc", -1,
@@ -311,12 +316,12 @@ TEST_F(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
 
 TEST_F(Safetensors, ValidFilesFromOtherWritersAreAccepted) {
   // Keys in any order, data in another order than the header, gaps, an empty tensor, padding.
-  const std::string header =
-      R"({"b":{"dtype":"I32","shape":[1],"data_offsets":[8,12]},)"
-      R"("z":{"dtype":"F32","shape":[0,4],"data_offsets":[4,4]},)"
-      R"("a":{"dtype":"U8","shape":[2,2],"data_offsets":[0,4]}})"
-      "      ";
-  const std::string data = std::string("\x01\x02\x03\x04", 4) + "pad!" + std::string("\x07\0\0\0", 4);
+  const std::string header = R"({"b":{"dtype":"I32","shape":[1],"data_offsets":[8,12]},)"
+                             R"("z":{"dtype":"F32","shape":[0,4],"data_offsets":[4,4]},)"
+                             R"("a":{"dtype":"U8","shape":[2,2],"data_offsets":[0,4]}})"
+                             "      ";
+  const std::string data =
+      std::string("\x01\x02\x03\x04", 4) + "pad!" + std::string("\x07\0\0\0", 4);
   const std::string path = file("other.safetensors");
   write_raw(path, header, data);
   const SafetensorsFile loaded = load_safetensors(path);
@@ -360,8 +365,7 @@ TEST_F(Safetensors, FailedSavesLeaveNothingBehind) {
                std::runtime_error);
   EXPECT_THROW(save_safetensors(target, {{"a", Tensor()}}), std::runtime_error);
   EXPECT_THROW(save_safetensors(target, {{"", Tensor::ones({1})}}), std::runtime_error);
-  EXPECT_THROW(save_safetensors(target, {{"__metadata__", Tensor::ones({1})}}),
-               std::runtime_error);
+  EXPECT_THROW(save_safetensors(target, {{"__metadata__", Tensor::ones({1})}}), std::runtime_error);
   EXPECT_FALSE(fs::exists(target));
   EXPECT_FALSE(fs::exists(target + ".tmp"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
