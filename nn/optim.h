@@ -1,0 +1,68 @@
+// SGD over named parameters (PyTorch's rule via the engine's sgd_step), with exportable state.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/ops.h"
+#include "nn/module.h"
+
+namespace retort::nn {
+
+struct SgdOptions {
+  double lr = 0.1;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;  // needs momentum > 0 and dampening = 0, as torch.optim.SGD
+};
+
+// What an exact resume needs besides the weights: the momentum buffer of every parameter that
+// has taken a step (by parameter name) and the number of steps taken.
+struct SgdState {
+  int64_t step_count = 0;
+  NamedTensors momentum_buffers;
+
+  // For a checkpoint file: "<prefix>step" (i64 scalar) and "<prefix>momentum_buffer.<name>".
+  NamedTensors to_named_tensors(const std::string& prefix = "optimizer.") const;
+  // The inverse; entries without the prefix are ignored. Throws when "<prefix>step" is absent.
+  static SgdState from_named_tensors(const NamedTensors& tensors,
+                                     const std::string& prefix = "optimizer.");
+};
+
+// torch.optim.SGD with one parameter group, per parameter p with gradient g:
+//   d = g + weight_decay * p
+//   buf = d on p's first step, else momentum * buf + (1 - dampening) * d
+//   d = nesterov ? d + momentum * buf : buf        (when momentum != 0)
+//   p -= lr * d
+// Parameters whose gradient is undefined are skipped (their buffer does not move), as PyTorch.
+class SGD {
+ public:
+  // `params` usually module.named_parameters(); names must be unique, tensors f32/f64 leaves.
+  SGD(NamedTensors params, const SgdOptions& options);
+
+  // Sets every parameter's gradient to undefined (PyTorch's set_to_none).
+  void zero_grad();
+  void step();
+
+  void set_lr(double lr);
+  double lr() const { return options_.lr; }
+  const SgdOptions& options() const { return options_; }
+  int64_t step_count() const { return step_count_; }
+  const NamedTensors& params() const { return params_; }
+
+  // Handles to the live momentum buffers (not copies: a later step() changes them; clone what
+  // must outlive the next step). Parameters without a buffer yet are absent.
+  SgdState state() const;
+  // Replaces the state: buffers are copied into new tensors on each parameter's device and
+  // dtype. Throws (changing nothing) on an unknown name, a shape mismatch, or a negative count.
+  void load_state(const SgdState& state);
+
+ private:
+  NamedTensors params_;
+  std::vector<Tensor> buffers_;  // parallel to params_; undefined until a param's first step
+  SgdOptions options_;
+  int64_t step_count_ = 0;
+};
+
+}  // namespace retort::nn
