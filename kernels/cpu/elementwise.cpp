@@ -71,7 +71,7 @@ void unary_forward(const CpuContext& ctx, UnaryOp op, int64_t n, const T* x, T* 
       parallel_map<T>(ctx, n, [&](int64_t i) { y[i] = std::log(x[i]); });
       break;
     case UnaryOp::relu:
-      parallel_map<T>(ctx, n, [&](int64_t i) { y[i] = x[i] > T(0) ? x[i] : T(0); });
+      parallel_map<T>(ctx, n, [&](int64_t i) { y[i] = x[i] < T(0) ? T(0) : x[i]; });  // NaN passes
       break;
     case UnaryOp::relu6:
       parallel_map<T>(ctx, n, [&](int64_t i) { y[i] = std::min(std::max(x[i], T(0)), T(6)); });

@@ -1,0 +1,311 @@
+// CUDA twin of kernels/conv.h: cuDNN convolutions with algorithms measured once per shape.
+#include "kernels/conv.h"
+
+#include <algorithm>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/conv_algo_cache.h"
+#include "kernels/cuda/device_utils.cuh"
+
+namespace retort::kernels {
+namespace {
+
+using cuda_detail::checked_int;
+
+std::string describe(const Conv2dShape& s) {
+  std::ostringstream out;
+  out << "x (" << s.batch << ", " << s.in_channels << ", " << s.in_h << ", " << s.in_w << "), w ("
+      << s.out_channels << ", " << (s.groups > 0 ? s.in_channels / s.groups : 0) << ", "
+      << s.kernel_h << ", " << s.kernel_w << "), stride (" << s.stride_h << ", " << s.stride_w
+      << "), pad (" << s.pad_h << ", " << s.pad_w << "), groups " << s.groups;
+  return out.str();
+}
+
+void validate(const char* op, const Conv2dShape& s) {
+  const bool ok = s.batch >= 0 && s.in_channels > 0 && s.in_h > 0 && s.in_w > 0 &&
+                  s.out_channels > 0 && s.kernel_h > 0 && s.kernel_w > 0 && s.stride_h > 0 &&
+                  s.stride_w > 0 && s.pad_h >= 0 && s.pad_w >= 0 && s.groups > 0 &&
+                  s.in_channels % s.groups == 0 && s.out_channels % s.groups == 0 &&
+                  s.in_h + 2 * s.pad_h >= s.kernel_h && s.in_w + 2 * s.pad_w >= s.kernel_w;
+  if (!ok) throw std::invalid_argument(std::string(op) + " (CUDA): invalid shape " + describe(s));
+}
+
+// Descriptors for one convolution in the requested math mode.
+std::unique_ptr<ConvPlan> make_plan(const Conv2dShape& s, cudnnMathType_t math) {
+  auto plan = std::make_unique<ConvPlan>();
+  const int n = checked_int(s.batch, "conv batch");
+  plan->x_desc.set_nchw(n, checked_int(s.in_channels, "conv in_channels"),
+                        checked_int(s.in_h, "conv in_h"), checked_int(s.in_w, "conv in_w"));
+  plan->w_desc.set_kcrs(checked_int(s.out_channels, "conv out_channels"),
+                        checked_int(s.in_channels / s.groups, "conv in_channels / groups"),
+                        checked_int(s.kernel_h, "conv kernel_h"),
+                        checked_int(s.kernel_w, "conv kernel_w"));
+  plan->y_desc.set_nchw(n, static_cast<int>(s.out_channels), checked_int(s.out_h(), "conv out_h"),
+                        checked_int(s.out_w(), "conv out_w"));
+  plan->conv_desc.set_2d(checked_int(s.pad_h, "conv pad_h"), checked_int(s.pad_w, "conv pad_w"),
+                         checked_int(s.stride_h, "conv stride_h"),
+                         checked_int(s.stride_w, "conv stride_w"),
+                         checked_int(s.groups, "conv groups"), math);
+  int dims[4] = {};
+  RETORT_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(
+      plan->conv_desc.get(), plan->x_desc.get(), plan->w_desc.get(), 4, dims));
+  if (dims[0] != n || dims[1] != s.out_channels || dims[2] != s.out_h() || dims[3] != s.out_w()) {
+    throw std::logic_error("conv (CUDA): cuDNN's output shape (" + std::to_string(dims[2]) + ", " +
+                           std::to_string(dims[3]) + ") disagrees with Conv2dShape for " +
+                           describe(s));
+  }
+  plan->math_type = math;
+  return plan;
+}
+
+// Pointers one direction reads and writes; their meaning is fixed by the direction's traits.
+struct ConvOperands {
+  const void* in0;
+  const void* in1;
+  void* out;
+};
+
+// Per-direction wrappers over cuDNN's three parallel APIs.
+struct ForwardTraits {  // in0 = x, in1 = w, out = y
+  using Perf = cudnnConvolutionFwdAlgoPerf_t;
+  using Algo = cudnnConvolutionFwdAlgo_t;
+  static constexpr ConvDirection kDirection = ConvDirection::forward;
+  static constexpr int kAlgoCount = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+  static constexpr bool kAlwaysDeterministic = false;
+  static constexpr const char* kName = "conv2d_forward";
+  static int max_count(cudnnHandle_t h) {
+    int count = 0;
+    RETORT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &count));
+    return count;
+  }
+  static cudnnStatus_t workspace_size(cudnnHandle_t h, const ConvPlan& p, Algo algo,
+                                      size_t* bytes) {
+    return cudnnGetConvolutionForwardWorkspaceSize(h, p.x_desc.get(), p.w_desc.get(),
+                                                   p.conv_desc.get(), p.y_desc.get(), algo, bytes);
+  }
+  static void heuristics(cudnnHandle_t h, const ConvPlan& p, int requested, int* returned,
+                         Perf* perf) {
+    RETORT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x_desc.get(), p.w_desc.get(),
+                                                              p.conv_desc.get(), p.y_desc.get(),
+                                                              requested, returned, perf));
+  }
+  static void measure(cudnnHandle_t h, const ConvPlan& p, const ConvOperands& o, int requested,
+                      int* returned, Perf* perf, void* ws, size_t ws_bytes) {
+    RETORT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+        h, p.x_desc.get(), o.in0, p.w_desc.get(), o.in1, p.conv_desc.get(), p.y_desc.get(), o.out,
+        requested, returned, perf, ws, ws_bytes));
+  }
+  static void run(cudnnHandle_t h, const ConvPlan& p, const ConvOperands& o, void* ws) {
+    const float one = 1.0f, zero = 0.0f;
+    RETORT_CUDNN_CHECK(cudnnConvolutionForward(
+        h, &one, p.x_desc.get(), o.in0, p.w_desc.get(), o.in1, p.conv_desc.get(),
+        static_cast<Algo>(p.algo), ws, p.workspace_bytes, &zero, p.y_desc.get(), o.out));
+  }
+};
+
+struct BackwardDataTraits {  // in0 = grad_y, in1 = w, out = grad_x
+  using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdDataAlgo_t;
+  static constexpr ConvDirection kDirection = ConvDirection::backward_data;
+  static constexpr int kAlgoCount = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+  static constexpr bool kAlwaysDeterministic = false;
+  static constexpr const char* kName = "conv2d_backward_data";
+  static int max_count(cudnnHandle_t h) {
+    int count = 0;
+    RETORT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &count));
+    return count;
+  }
+  static cudnnStatus_t workspace_size(cudnnHandle_t h, const ConvPlan& p, Algo algo,
+                                      size_t* bytes) {
+    return cudnnGetConvolutionBackwardDataWorkspaceSize(
+        h, p.w_desc.get(), p.y_desc.get(), p.conv_desc.get(), p.x_desc.get(), algo, bytes);
+  }
+  static void heuristics(cudnnHandle_t h, const ConvPlan& p, int requested, int* returned,
+                         Perf* perf) {
+    RETORT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+        h, p.w_desc.get(), p.y_desc.get(), p.conv_desc.get(), p.x_desc.get(), requested, returned,
+        perf));
+  }
+  static void measure(cudnnHandle_t h, const ConvPlan& p, const ConvOperands& o, int requested,
+                      int* returned, Perf* perf, void* ws, size_t ws_bytes) {
+    RETORT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+        h, p.w_desc.get(), o.in1, p.y_desc.get(), o.in0, p.conv_desc.get(), p.x_desc.get(), o.out,
+        requested, returned, perf, ws, ws_bytes));
+  }
+  static void run(cudnnHandle_t h, const ConvPlan& p, const ConvOperands& o, void* ws) {
+    const float one = 1.0f, zero = 0.0f;
+    RETORT_CUDNN_CHECK(cudnnConvolutionBackwardData(
+        h, &one, p.w_desc.get(), o.in1, p.y_desc.get(), o.in0, p.conv_desc.get(),
+        static_cast<Algo>(p.algo), ws, p.workspace_bytes, &zero, p.x_desc.get(), o.out));
+  }
+};
+
+// kernels/conv.h promises a deterministic batch sum for the filter gradient, so this direction
+// never takes cuDNN's atomics-based algorithms, whatever CudaContext::deterministic says.
+struct BackwardFilterTraits {  // in0 = x, in1 = grad_y, out = grad_w
+  using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdFilterAlgo_t;
+  static constexpr ConvDirection kDirection = ConvDirection::backward_filter;
+  static constexpr int kAlgoCount = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+  static constexpr bool kAlwaysDeterministic = true;
+  static constexpr const char* kName = "conv2d_backward_filter";
+  static int max_count(cudnnHandle_t h) {
+    int count = 0;
+    RETORT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &count));
+    return count;
+  }
+  static cudnnStatus_t workspace_size(cudnnHandle_t h, const ConvPlan& p, Algo algo,
+                                      size_t* bytes) {
+    return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        h, p.x_desc.get(), p.y_desc.get(), p.conv_desc.get(), p.w_desc.get(), algo, bytes);
+  }
+  static void heuristics(cudnnHandle_t h, const ConvPlan& p, int requested, int* returned,
+                         Perf* perf) {
+    RETORT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+        h, p.x_desc.get(), p.y_desc.get(), p.conv_desc.get(), p.w_desc.get(), requested, returned,
+        perf));
+  }
+  static void measure(cudnnHandle_t h, const ConvPlan& p, const ConvOperands& o, int requested,
+                      int* returned, Perf* perf, void* ws, size_t ws_bytes) {
+    RETORT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+        h, p.x_desc.get(), o.in0, p.y_desc.get(), o.in1, p.conv_desc.get(), p.w_desc.get(), o.out,
+        requested, returned, perf, ws, ws_bytes));
+  }
+  static void run(cudnnHandle_t h, const ConvPlan& p, const ConvOperands& o, void* ws) {
+    const float one = 1.0f, zero = 0.0f;
+    RETORT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+        h, &one, p.x_desc.get(), o.in0, p.y_desc.get(), o.in1, p.conv_desc.get(),
+        static_cast<Algo>(p.algo), ws, p.workspace_bytes, &zero, p.w_desc.get(), o.out));
+  }
+};
+
+// Picks the first candidate (cuDNN lists them fastest or most promising first) that succeeded,
+// fits the workspace and, when required, is deterministic; records it in `plan`.
+template <typename Traits>
+void adopt_first_acceptable(const CudaContext& ctx, const Conv2dShape& s,
+                            const std::vector<typename Traits::Perf>& candidates, int returned,
+                            size_t workspace_cap, bool need_deterministic, bool measured,
+                            ConvPlan& plan) {
+  for (int i = 0; i < returned; ++i) {
+    const typename Traits::Perf& perf = candidates[static_cast<size_t>(i)];
+    if (perf.status != CUDNN_STATUS_SUCCESS || perf.memory > workspace_cap) continue;
+    if (need_deterministic && perf.determinism != CUDNN_DETERMINISTIC) continue;
+    plan.algo = static_cast<int>(perf.algo);
+    // With TF32 off the descriptor stays FMA-only whatever the candidate reports.
+    if (ctx.allow_tf32) {
+      plan.math_type = perf.mathType;
+      plan.conv_desc.set_math_type(perf.mathType);
+    }
+    size_t bytes = perf.memory;
+    if (Traits::workspace_size(ctx.cudnn, plan, perf.algo, &bytes) == CUDNN_STATUS_SUCCESS) {
+      bytes = std::max(bytes, perf.memory);
+    } else {
+      bytes = perf.memory;
+    }
+    if (bytes > workspace_cap) continue;
+    plan.workspace_bytes = bytes;
+    plan.measured_ms = measured ? perf.time : -1.0f;
+    return;
+  }
+  throw std::runtime_error(std::string(Traits::kName) + " (CUDA): cuDNN offers no " +
+                           (need_deterministic ? "deterministic " : "") +
+                           "algorithm within a workspace of " + std::to_string(workspace_cap) +
+                           " bytes for " + describe(s));
+}
+
+// Measures every algorithm cuDNN can run on this shape (cudnnFind*Ex, which synchronises and
+// overwrites the output buffer; the caller is about to overwrite it anyway).
+template <typename Traits>
+void choose_by_measurement(const CudaContext& ctx, const Conv2dShape& s, const ConvOperands& o,
+                           size_t workspace_limit, bool need_deterministic, ConvPlan& plan) {
+  size_t workspace_bytes = 0;
+  for (int algo = 0; algo < Traits::kAlgoCount; ++algo) {
+    size_t bytes = 0;
+    if (Traits::workspace_size(ctx.cudnn, plan, static_cast<typename Traits::Algo>(algo), &bytes) ==
+            CUDNN_STATUS_SUCCESS &&
+        bytes <= workspace_limit) {
+      workspace_bytes = std::max(workspace_bytes, bytes);
+    }
+  }
+  void* workspace = workspace_bytes > 0 ? ctx.workspace->get(workspace_bytes) : nullptr;
+  const int requested = Traits::max_count(ctx.cudnn);
+  std::vector<typename Traits::Perf> candidates(static_cast<size_t>(requested));
+  int returned = 0;
+  Traits::measure(ctx.cudnn, plan, o, requested, &returned, candidates.data(), workspace,
+                  workspace_bytes);
+  adopt_first_acceptable<Traits>(ctx, s, candidates, returned, workspace_bytes, need_deterministic,
+                                 true, plan);
+}
+
+template <typename Traits>
+void choose_by_heuristics(const CudaContext& ctx, const Conv2dShape& s, size_t workspace_limit,
+                          bool need_deterministic, ConvPlan& plan) {
+  const int requested = Traits::max_count(ctx.cudnn);
+  std::vector<typename Traits::Perf> candidates(static_cast<size_t>(requested));
+  int returned = 0;
+  Traits::heuristics(ctx.cudnn, plan, requested, &returned, candidates.data());
+  adopt_first_acceptable<Traits>(ctx, s, candidates, returned, workspace_limit, need_deterministic,
+                                 false, plan);
+}
+
+template <typename Traits>
+void run_conv(const CudaContext& ctx, const Conv2dShape& s, const ConvOperands& o) {
+  ConvAlgoKey key;
+  key.shape = s;
+  key.direction = Traits::kDirection;
+  key.allow_tf32 = ctx.allow_tf32;
+  key.deterministic = ctx.deterministic || Traits::kAlwaysDeterministic;
+  key.workspace_limit = ctx.workspace != nullptr ? ctx.conv_workspace_limit : 0;
+
+  const ConvPlan* plan = ctx.conv_algos != nullptr ? ctx.conv_algos->find(key) : nullptr;
+  std::unique_ptr<ConvPlan> uncached;
+  if (plan == nullptr) {
+    auto fresh = make_plan(s, ctx.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+    if (ctx.conv_algos != nullptr) {
+      choose_by_measurement<Traits>(ctx, s, o, key.workspace_limit, key.deterministic, *fresh);
+      plan = &ctx.conv_algos->insert(key, std::move(fresh));
+    } else {
+      choose_by_heuristics<Traits>(ctx, s, key.workspace_limit, key.deterministic, *fresh);
+      uncached = std::move(fresh);
+      plan = uncached.get();
+    }
+  }
+  void* workspace = plan->workspace_bytes > 0 ? ctx.workspace->get(plan->workspace_bytes) : nullptr;
+  Traits::run(ctx.cudnn, *plan, o, workspace);
+}
+
+}  // namespace
+
+void conv2d_forward(const CudaContext& ctx, const Conv2dShape& s, const float* x, const float* w,
+                    float* y) {
+  validate(ForwardTraits::kName, s);
+  if (s.batch == 0) return;
+  run_conv<ForwardTraits>(ctx, s, ConvOperands{x, w, y});
+}
+
+void conv2d_backward_data(const CudaContext& ctx, const Conv2dShape& s, const float* grad_y,
+                          const float* w, float* grad_x) {
+  validate(BackwardDataTraits::kName, s);
+  if (s.batch == 0) return;
+  run_conv<BackwardDataTraits>(ctx, s, ConvOperands{grad_y, w, grad_x});
+}
+
+void conv2d_backward_filter(const CudaContext& ctx, const Conv2dShape& s, const float* x,
+                            const float* grad_y, float* grad_w) {
+  validate(BackwardFilterTraits::kName, s);
+  if (s.batch == 0) {  // an empty batch contributes nothing: the gradient is zero
+    const size_t count =
+        static_cast<size_t>(s.out_channels * (s.in_channels / s.groups) * s.kernel_h * s.kernel_w);
+    RETORT_CUDA_CHECK(cudaMemsetAsync(grad_w, 0, count * sizeof(float), ctx.stream));
+    return;
+  }
+  run_conv<BackwardFilterTraits>(ctx, s, ConvOperands{x, grad_y, grad_w});
+}
+
+}  // namespace retort::kernels

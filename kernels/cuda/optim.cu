@@ -1,0 +1,85 @@
+// CUDA twin of kernels/optim.h: the fused SGD step (weight decay, momentum, Nesterov) in one pass.
+#include "kernels/optim.h"
+
+#include <stdexcept>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/device_utils.cuh"
+
+namespace retort::kernels {
+namespace {
+
+using cuda_detail::aligned16;
+using cuda_detail::blocks_for;
+using cuda_detail::global_thread_index;
+using cuda_detail::grid_stride;
+using cuda_detail::kThreadsPerBlock;
+
+struct SgdRule {
+  float lr, momentum, dampening, weight_decay;
+  bool use_momentum, nesterov, first_step;
+
+  // Updates one parameter (and its momentum slot when use_momentum) as kernels/optim.h states.
+  __device__ __forceinline__ void apply(float& param, float grad, float& buf) const {
+    float d = grad + weight_decay * param;
+    if (use_momentum) {
+      buf = first_step ? d : momentum * buf + (1.0f - dampening) * d;
+      d = nesterov ? d + momentum * buf : buf;
+    }
+    param -= lr * d;
+  }
+};
+
+template <bool kVec4>
+__global__ void sgd_kernel(int64_t n, float* param, const float* __restrict__ grad,
+                           float* momentum_buf, SgdRule rule) {
+  int64_t begin = 0;
+  if constexpr (kVec4) {
+    const int64_t n4 = n / 4;
+    for (int64_t i = global_thread_index(); i < n4; i += grid_stride()) {
+      float4 p = reinterpret_cast<float4*>(param)[i];
+      const float4 g = reinterpret_cast<const float4*>(grad)[i];
+      float4 b = rule.use_momentum ? reinterpret_cast<float4*>(momentum_buf)[i] : float4{};
+      rule.apply(p.x, g.x, b.x);
+      rule.apply(p.y, g.y, b.y);
+      rule.apply(p.z, g.z, b.z);
+      rule.apply(p.w, g.w, b.w);
+      reinterpret_cast<float4*>(param)[i] = p;
+      if (rule.use_momentum) reinterpret_cast<float4*>(momentum_buf)[i] = b;
+    }
+    begin = n4 * 4;
+  }
+  for (int64_t i = begin + global_thread_index(); i < n; i += grid_stride()) {
+    float p = param[i];
+    float b = rule.use_momentum ? momentum_buf[i] : 0.0f;
+    rule.apply(p, grad[i], b);
+    param[i] = p;
+    if (rule.use_momentum) momentum_buf[i] = b;
+  }
+}
+
+}  // namespace
+
+void sgd_step(const CudaContext& ctx, int64_t n, float* param, const float* grad,
+              float* momentum_buf, float lr, float momentum, float dampening, float weight_decay,
+              bool nesterov, bool first_step) {
+  if (n <= 0) return;
+  const bool use_momentum = momentum != 0.0f;
+  if (use_momentum && momentum_buf == nullptr) {
+    throw std::invalid_argument("sgd_step (CUDA): momentum != 0 needs a momentum buffer");
+  }
+  const SgdRule rule{lr, momentum, dampening, weight_decay, use_momentum, nesterov, first_step};
+  const bool vec4 =
+      aligned16(param) && aligned16(grad) && (!use_momentum || aligned16(momentum_buf));
+  if (vec4) {
+    sgd_kernel<true><<<blocks_for((n + 3) / 4), kThreadsPerBlock, 0, ctx.stream>>>(
+        n, param, grad, momentum_buf, rule);
+  } else {
+    sgd_kernel<false>
+        <<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, param, grad, momentum_buf, rule);
+  }
+  RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+}
+
+}  // namespace retort::kernels

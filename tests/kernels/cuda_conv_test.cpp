@@ -1,0 +1,191 @@
+// CPU-vs-CUDA parity of cuDNN convolutions in all directions, plus the algorithm cache modes.
+#include "kernels/conv.h"
+
+#include <gtest/gtest.h>
+
+#if RETORT_WITH_CUDA
+
+#include <cstdint>
+#include <iterator>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/conv_algo_cache.h"
+#include "tests/kernels/cuda_test_util.h"
+#include "tests/test_util.h"
+#include "tests/tolerances.h"
+
+namespace retort::kernels {
+namespace {
+
+using test::all_close;
+using test::bitwise_equal;
+using test::CudaParityTest;
+using test::DeviceArray;
+using test::kParityF32Abs;
+using test::kParityF32Rel;
+using test::poisoned_output;
+using test::random_vector;
+
+using CudaConvTest = CudaParityTest;
+
+Conv2dShape conv(int64_t batch, int64_t in_c, int64_t h, int64_t w, int64_t out_c, int64_t kh,
+                 int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t groups) {
+  Conv2dShape s;
+  s.batch = batch, s.in_channels = in_c, s.in_h = h, s.in_w = w;
+  s.out_channels = out_c, s.kernel_h = kh, s.kernel_w = kw;
+  s.stride_h = s.stride_w = stride;
+  s.pad_h = pad_h, s.pad_w = pad_w;
+  s.groups = groups;
+  return s;
+}
+
+std::string describe(const Conv2dShape& s) {
+  std::ostringstream out;
+  out << "N" << s.batch << " C" << s.in_channels << " " << s.in_h << "x" << s.in_w << " -> K"
+      << s.out_channels << " k" << s.kernel_h << "x" << s.kernel_w << " s" << s.stride_h << " p"
+      << s.pad_h << "," << s.pad_w << " g" << s.groups;
+  return out.str();
+}
+
+// The shapes of the CIFAR models (3x3 pad 1, stride-2 downsampling, 1x1 shortcuts, MobileNetV2's
+// depthwise and grouped layers) at small sizes, plus odd and non-square geometry and batch 1.
+const Conv2dShape kShapes[] = {
+    conv(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1),      // stem
+    conv(2, 4, 9, 9, 6, 3, 3, 2, 1, 1, 1),      // stride 2, odd input
+    conv(3, 8, 5, 5, 16, 1, 1, 1, 0, 0, 1),     // 1x1
+    conv(2, 8, 8, 8, 16, 1, 1, 2, 0, 0, 1),     // 1x1 stride-2 shortcut
+    conv(2, 8, 7, 7, 8, 3, 3, 1, 1, 1, 8),      // depthwise
+    conv(2, 8, 9, 9, 8, 3, 3, 2, 1, 1, 8),      // depthwise stride 2
+    conv(2, 4, 6, 6, 6, 3, 3, 1, 1, 1, 2),      // two groups
+    conv(1, 3, 7, 5, 5, 3, 1, 1, 1, 0, 1),      // batch 1, non-square input and kernel
+    conv(2, 2, 11, 13, 3, 5, 5, 1, 0, 0, 1),    // 5x5, no padding
+    conv(4, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1),  // a mid-size CIFAR layer
+};
+
+struct ConvData {
+  std::vector<float> x, w, grad_y;
+};
+
+size_t x_size(const Conv2dShape& s) {
+  return static_cast<size_t>(s.batch * s.in_channels * s.in_h * s.in_w);
+}
+size_t w_size(const Conv2dShape& s) {
+  return static_cast<size_t>(s.out_channels * (s.in_channels / s.groups) * s.kernel_h * s.kernel_w);
+}
+size_t y_size(const Conv2dShape& s) {
+  return static_cast<size_t>(s.batch * s.out_channels * s.out_h() * s.out_w());
+}
+
+ConvData make_data(const Conv2dShape& s, uint32_t seed) {
+  return {random_vector<float>(x_size(s), seed), random_vector<float>(w_size(s), seed + 1),
+          random_vector<float>(y_size(s), seed + 2)};
+}
+
+// All three directions on the GPU, compared with the CPU twin.
+void check_all_directions(const CudaContext& gpu, const CpuContext& cpu, const Conv2dShape& s) {
+  const ConvData d = make_data(s, 91);
+  std::vector<float> y(y_size(s)), grad_x(x_size(s)), grad_w(w_size(s));
+  conv2d_forward(cpu, s, d.x.data(), d.w.data(), y.data());
+  conv2d_backward_data(cpu, s, d.grad_y.data(), d.w.data(), grad_x.data());
+  conv2d_backward_filter(cpu, s, d.x.data(), d.grad_y.data(), grad_w.data());
+
+  DeviceArray<float> d_x(d.x), d_w(d.w), d_grad_y(d.grad_y);
+  DeviceArray<float> d_y = poisoned_output(y.size());
+  DeviceArray<float> d_grad_x = poisoned_output(grad_x.size());
+  DeviceArray<float> d_grad_w = poisoned_output(grad_w.size());
+  conv2d_forward(gpu, s, d_x.data(), d_w.data(), d_y.data());
+  conv2d_backward_data(gpu, s, d_grad_y.data(), d_w.data(), d_grad_x.data());
+  conv2d_backward_filter(gpu, s, d_x.data(), d_grad_y.data(), d_grad_w.data());
+  EXPECT_TRUE(all_close(d_y.download(), y, kParityF32Rel, kParityF32Abs)) << "forward";
+  EXPECT_TRUE(all_close(d_grad_x.download(), grad_x, kParityF32Rel, kParityF32Abs))
+      << "backward data";
+  EXPECT_TRUE(all_close(d_grad_w.download(), grad_w, kParityF32Rel, kParityF32Abs))
+      << "backward filter";
+}
+
+TEST_F(CudaConvTest, MatchesCpuWithMeasuredAlgorithms) {
+  for (const Conv2dShape& s : kShapes) {
+    SCOPED_TRACE(describe(s));
+    check_all_directions(gpu(), cpu, s);
+  }
+  // One plan per shape and direction.
+  EXPECT_EQ(owner().conv_algos().size(), 3 * std::size(kShapes));
+}
+
+TEST_F(CudaConvTest, MatchesCpuInDeterministicMode) {
+  mutable_gpu().deterministic = true;
+  for (const Conv2dShape& s : kShapes) {
+    SCOPED_TRACE(describe(s));
+    check_all_directions(gpu(), cpu, s);
+  }
+}
+
+TEST_F(CudaConvTest, MatchesCpuWithHeuristicsOnly) {
+  mutable_gpu().conv_algos = nullptr;
+  for (const Conv2dShape& s : kShapes) {
+    SCOPED_TRACE(describe(s));
+    check_all_directions(gpu(), cpu, s);
+  }
+}
+
+TEST_F(CudaConvTest, MatchesCpuWithoutWorkspace) {
+  mutable_gpu().workspace = nullptr;
+  for (const Conv2dShape& s : kShapes) {
+    SCOPED_TRACE(describe(s));
+    check_all_directions(gpu(), cpu, s);
+  }
+}
+
+TEST_F(CudaConvTest, CachedPlanIsReusedAndFilterGradientIsReproducible) {
+  const Conv2dShape s = kShapes[9];
+  const ConvData d = make_data(s, 97);
+  DeviceArray<float> d_x(d.x), d_grad_y(d.grad_y);
+  DeviceArray<float> first = poisoned_output(w_size(s)), second = poisoned_output(w_size(s));
+  conv2d_backward_filter(gpu(), s, d_x.data(), d_grad_y.data(), first.data());
+  const size_t plans = owner().conv_algos().size();
+  conv2d_backward_filter(gpu(), s, d_x.data(), d_grad_y.data(), second.data());
+  EXPECT_EQ(owner().conv_algos().size(), plans);
+  // kernels/conv.h promises a deterministic batch sum for the filter gradient in every mode.
+  EXPECT_TRUE(bitwise_equal(first.download(), second.download()));
+
+  ConvAlgoKey key;
+  key.shape = s;
+  key.direction = ConvDirection::backward_filter;
+  key.allow_tf32 = false;
+  key.deterministic = true;
+  key.workspace_limit = gpu().conv_workspace_limit;
+  const ConvPlan* plan = owner().conv_algos().find(key);
+  ASSERT_NE(plan, nullptr);
+  EXPECT_GE(plan->measured_ms, 0.0f);
+  EXPECT_EQ(plan->math_type, CUDNN_FMA_MATH);
+}
+
+TEST_F(CudaConvTest, EmptyBatchZeroesFilterGradient) {
+  Conv2dShape s = kShapes[0];
+  s.batch = 0;
+  DeviceArray<float> d_x(std::vector<float>(1)), d_grad_y(std::vector<float>(1));
+  DeviceArray<float> d_grad_w = poisoned_output(w_size(s));
+  conv2d_backward_filter(gpu(), s, d_x.data(), d_grad_y.data(), d_grad_w.data());
+  EXPECT_TRUE(all_close(d_grad_w.download(), std::vector<float>(w_size(s), 0.0f), 0.0, 0.0));
+}
+
+TEST_F(CudaConvTest, InvalidShapeThrows) {
+  Conv2dShape s = kShapes[0];
+  s.groups = 2;  // 3 input channels are not divisible by 2
+  DeviceArray<float> d(std::vector<float>(1));
+  EXPECT_THROW(conv2d_forward(gpu(), s, d.data(), d.data(), d.data()), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace retort::kernels
+
+#else  // RETORT_WITH_CUDA
+
+TEST(CudaConvTest, NotBuilt) {
+  GTEST_SKIP() << "CUDA was not built (RETORT_WITH_CUDA=0)";
+}
+
+#endif  // RETORT_WITH_CUDA

@@ -1,0 +1,85 @@
+// CPU-vs-CUDA parity of the fused SGD step over its options and buffer alignments.
+#include "kernels/optim.h"
+
+#include <gtest/gtest.h>
+
+#if RETORT_WITH_CUDA
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tests/kernels/cuda_test_util.h"
+#include "tests/test_util.h"
+#include "tests/tolerances.h"
+
+namespace retort::kernels {
+namespace {
+
+using test::all_close;
+using test::CudaParityTest;
+using test::DeviceArray;
+using test::kParityF32Abs;
+using test::kParityF32Rel;
+using test::random_vector;
+
+using CudaOptimTest = CudaParityTest;
+
+struct SgdCase {
+  std::string name;
+  float lr, momentum, dampening, weight_decay;
+  bool nesterov, first_step;
+};
+
+const SgdCase kCases[] = {
+    {"plain", 0.1f, 0.0f, 0.0f, 0.0f, false, false},
+    {"weight decay, no momentum", 0.05f, 0.0f, 0.0f, 5e-4f, false, false},
+    {"momentum, first step", 0.1f, 0.9f, 0.0f, 5e-4f, false, true},
+    {"momentum", 0.1f, 0.9f, 0.0f, 5e-4f, false, false},
+    {"momentum with dampening", 0.1f, 0.9f, 0.1f, 0.0f, false, false},
+    {"nesterov", 0.1f, 0.9f, 0.0f, 5e-4f, true, false},
+    {"nesterov, first step", 0.2f, 0.9f, 0.0f, 1e-4f, true, true},
+};
+
+TEST_F(CudaOptimTest, SgdStepMatchesCpu) {
+  for (const SgdCase& c : kCases) {
+    for (int64_t n : {1, 7, 1027, 4096}) {
+      for (size_t offset : {0, 1}) {
+        SCOPED_TRACE(c.name + " n " + std::to_string(n) + " offset " + std::to_string(offset));
+        const size_t size = static_cast<size_t>(n);
+        const std::vector<float> param0 = random_vector<float>(size, 201);
+        const std::vector<float> grad = random_vector<float>(size, 202);
+        const std::vector<float> buf0 = random_vector<float>(size, 203);
+        const bool use_buf = c.momentum != 0.0f;
+
+        std::vector<float> param = param0, buf = buf0;
+        sgd_step(cpu, n, param.data(), grad.data(), use_buf ? buf.data() : nullptr, c.lr,
+                 c.momentum, c.dampening, c.weight_decay, c.nesterov, c.first_step);
+        DeviceArray<float> d_param(param0, offset), d_grad(grad, offset), d_buf(buf0, offset);
+        sgd_step(gpu(), n, d_param.data(), d_grad.data(), use_buf ? d_buf.data() : nullptr, c.lr,
+                 c.momentum, c.dampening, c.weight_decay, c.nesterov, c.first_step);
+        EXPECT_TRUE(all_close(d_param.download(), param, kParityF32Rel, kParityF32Abs)) << "param";
+        EXPECT_TRUE(all_close(d_buf.download(), buf, kParityF32Rel, kParityF32Abs))
+            << "momentum_buf";
+      }
+    }
+  }
+}
+
+TEST_F(CudaOptimTest, MomentumWithoutBufferThrows) {
+  DeviceArray<float> d(std::vector<float>(4, 1.0f));
+  EXPECT_THROW(
+      sgd_step(gpu(), 4, d.data(), d.data(), nullptr, 0.1f, 0.9f, 0.0f, 0.0f, false, false),
+      std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace retort::kernels
+
+#else  // RETORT_WITH_CUDA
+
+TEST(CudaOptimTest, NotBuilt) {
+  GTEST_SKIP() << "CUDA was not built (RETORT_WITH_CUDA=0)";
+}
+
+#endif  // RETORT_WITH_CUDA
