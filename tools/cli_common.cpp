@@ -8,6 +8,31 @@
 
 namespace retort::cli {
 
+namespace {
+
+CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(text, &used);
+          if (used != text.size()) return "'" + text + "' is not a number";
+          if (allow_zero ? v < 0.0 : v <= 0.0) {
+            return allow_zero ? "must be >= 0, got " + text : "must be > 0, got " + text;
+          }
+        } catch (const std::exception&) {
+          return "'" + text + "' is not a number";
+        }
+        return {};
+      },
+      allow_zero ? ">= 0" : "> 0");
+}
+
+}  // namespace
+
+CLI::Validator positive() { return number_check(false); }
+CLI::Validator non_negative() { return number_check(true); }
+
 void DatasetFlags::add_to(CLI::App& app) {
   app.add_option("--dataset", name,
                  "fashion-mnist (Debian's dataset-fashion-mnist), mnist (IDX files in --data-dir), "
@@ -20,11 +45,11 @@ void DatasetFlags::add_to(CLI::App& app) {
                      std::string(data::kFashionMnistRoot) + ")");
   app.add_option("--train-subset", train_subset,
                  "Train on a class-balanced subset of this many images (0: all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   app.add_option("--test-subset", test_subset,
                  "Evaluate on a class-balanced subset of this many images (0: all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   app.add_option("--subset-seed", subset_seed, "Seed of the subset choice")->capture_default_str();
 }
@@ -108,12 +133,12 @@ Device resolve_device(const std::string& text) {
 }
 
 void TrainFlags::add_to(CLI::App& app) {
-  app.add_option("--epochs", epochs, "Training epochs")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch-size", batch_size, "Training batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--eval-batch-size", eval_batch_size, "Evaluation batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lr", lr, "Initial learning rate (RepDistiller: 0.05; 0.01 for MobileNetV2)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--epochs", epochs, "Training epochs")->check(positive())->capture_default_str();
+  app.add_option("--batch-size", batch_size, "Training batch size")->check(positive())->capture_default_str();
+  app.add_option("--eval-batch-size", eval_batch_size, "Evaluation batch size")->check(positive())->capture_default_str();
+  app.add_option("--lr", lr, "Initial learning rate (RepDistiller: 0.05; 0.01 for MobileNetV2)")->check(positive())->capture_default_str();
   app.add_option("--momentum", momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--weight-decay", weight_decay, "SGD weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--weight-decay", weight_decay, "SGD weight decay")->check(non_negative())->capture_default_str();
   app.add_flag("--nesterov", nesterov, "Nesterov momentum");
   app.add_option("--schedule", schedule, "Learning-rate schedule: multistep (x gamma at each milestone) or cosine")
       ->check(CLI::IsMember({"multistep", "cosine"}))->capture_default_str();
@@ -121,15 +146,15 @@ void TrainFlags::add_to(CLI::App& app) {
                  "Epochs after which multistep multiplies the rate by gamma (default: 62.5%, 75%, "
                  "87.5% of --epochs, i.e. RepDistiller's 150/180/210 of 240)")
       ->delimiter(',');
-  app.add_option("--gamma", gamma, "Multistep decay factor")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--gamma", gamma, "Multistep decay factor")->check(positive())->capture_default_str();
   app.add_option("--seed", seed, "Seed of the model's initial weights, the data order and augmentation")->capture_default_str();
   app.add_option("--device", device, "cpu, cuda, cuda:N, or auto (the GPU when one is present)")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads for the kernels (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads for the kernels (0: all cores)")->check(non_negative())->capture_default_str();
   app.add_option("--run-dir", run_dir, "Where the log, checkpoints and weights go (default: runs/<name>)");
   app.add_flag("--resume", resume, "Continue from <run-dir>/checkpoint.safetensors when it exists");
   app.add_option("--log-format", log_format, "Per-epoch log: csv (log.csv) or jsonl (log.jsonl)")
       ->check(CLI::IsMember({"csv", "jsonl"}))->capture_default_str();
-  app.add_option("--crop-padding", crop_padding, "Random-crop zero padding in pixels (0: no crop)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--crop-padding", crop_padding, "Random-crop zero padding in pixels (0: no crop)")->check(non_negative())->capture_default_str();
   app.add_flag("--no-flip", no_flip, "No random horizontal flips");
   app.add_flag("--no-augment", no_augment, "No crop and no flip (normalisation only)");
   app.add_flag("--quiet", quiet, "No progress output");

@@ -12,6 +12,10 @@
 
 namespace retort::cli {
 
+// Validators with short messages ("must be > 0") for numeric flags.
+CLI::Validator positive();
+CLI::Validator non_negative();
+
 // Which data a command trains or evaluates on, as the flags describe it.
 struct DatasetFlags {
   std::string name = "fashion-mnist";  // fashion-mnist | mnist | cifar10 | cifar100 | folder

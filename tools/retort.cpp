@@ -67,7 +67,7 @@ struct EvalCommand {
         ->required();
     app->add_option("--device", device, "cpu, cuda, cuda:N or auto")->capture_default_str();
     app->add_flag("--train-split", train_split, "Evaluate on the training split instead of test");
-    app->add_option("--batch-size", batch_size, "Evaluation batch size")->check(CLI::PositiveNumber)->capture_default_str();
+    app->add_option("--batch-size", batch_size, "Evaluation batch size")->check(positive())->capture_default_str();
     dataset.add_to(*app);
     app->callback([this] { run(); });
   }
@@ -112,10 +112,10 @@ struct InfoCommand {
     CLI::App* app = parent.add_subcommand(
         "info", "Print a model's layers, output shapes, parameter count and MACs");
     app->add_option("--model", model, "One of: " + model_list())->capture_default_str();
-    app->add_option("--channels", channels, "Input channels (3 for CIFAR, 1 for Fashion-MNIST)")->check(CLI::PositiveNumber)->capture_default_str();
-    app->add_option("--height", height, "Input height")->check(CLI::PositiveNumber)->capture_default_str();
-    app->add_option("--width", width, "Input width")->check(CLI::PositiveNumber)->capture_default_str();
-    app->add_option("--classes", classes, "Number of classes")->check(CLI::PositiveNumber)->capture_default_str();
+    app->add_option("--channels", channels, "Input channels (3 for CIFAR, 1 for Fashion-MNIST)")->check(positive())->capture_default_str();
+    app->add_option("--height", height, "Input height")->check(positive())->capture_default_str();
+    app->add_option("--width", width, "Input width")->check(positive())->capture_default_str();
+    app->add_option("--classes", classes, "Number of classes")->check(positive())->capture_default_str();
     app->callback([this] {
       const nn::ModelSummary s = nn::model_summary(model, {channels, classes, 0}, height, width);
       std::printf("%s", s.format().c_str());
