@@ -251,6 +251,23 @@ def kd_cases(w):
     kd_case(w, "kd_loss_extreme", student, teacher, 4)
 
 
+def kd_objective_case(w):
+    # RepDistiller's whole KD step loss for --distill kd -r 0.1 -a 0.9: gamma*CE + alpha*DistillKL.
+    torch.manual_seed(701)
+    student = leaf(randn(8, 10, scale=3.0))
+    teacher = randn(8, 10, scale=3.0)
+    labels = torch.tensor([1, 0, 9, 4, 4, 7, 2, 5], dtype=torch.int64)
+    t = 4.0
+    kd = F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1),
+                  reduction="batchmean") * t * t
+    loss = 0.1 * F.cross_entropy(student, labels) + 0.9 * kd
+    loss.backward()
+    call = "0.1 * F.cross_entropy(student, labels) + 0.9 * DistillKL(T=4)(student, teacher)"
+    w.case("kd_objective_T4", "kd_objective", call,
+           {"student": student, "teacher": teacher, "labels": labels},
+           {"loss": loss, "grad_student": student.grad}, temperature=4, gamma=0.1, alpha=0.9)
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
@@ -264,6 +281,7 @@ def main():
     softmax_cases(w)
     cross_entropy_case(w)
     kd_cases(w)
+    kd_objective_case(w)
     total = sum(os.path.getsize(p) for p in w.written)
     print("wrote %d fixtures (%d bytes) to %s" % (len(w.written), total,
                                                   os.path.normpath(out_dir)))

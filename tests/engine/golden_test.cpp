@@ -46,6 +46,7 @@ const std::vector<std::string> kFixtures = {
     "kd_loss_T4",
     "kd_loss_T20",
     "kd_loss_extreme",
+    "kd_objective_T4",
 };
 
 std::string fixture_path(const std::string& name) {
@@ -172,6 +173,15 @@ Outputs run_kd_loss(const GoldenCase& c) {
   return {{"loss", loss}, {"grad_student", student.grad()}};
 }
 
+Outputs run_kd_objective(const GoldenCase& c) {
+  Tensor student = c.leaf("student");
+  Tensor loss = add(cross_entropy(student, c.stored("labels")) * c.real_param("gamma"),
+                    kd_loss(student, c.input("teacher"), c.real_param("temperature")) *
+                        c.real_param("alpha"));
+  loss.backward();
+  return {{"loss", loss}, {"grad_student", student.grad()}};
+}
+
 const std::map<std::string, Runner>& runners() {
   static const std::map<std::string, Runner> table = {
       {"conv2d", run_conv2d},
@@ -183,6 +193,7 @@ const std::map<std::string, Runner>& runners() {
       {"log_softmax", run_log_softmax},
       {"cross_entropy", run_cross_entropy},
       {"kd_loss", run_kd_loss},
+      {"kd_objective", run_kd_objective},
   };
   return table;
 }
