@@ -301,9 +301,14 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
       report.best_epoch = epoch;
     }
     if (options_.save_checkpoints) {
-      save_safetensors((fs::path(options_.run_dir) / kModelFile).string(), model_->state_dict());
+      std::map<std::string, std::string> meta = options_.weights_metadata;
+      meta["epoch"] = std::to_string(epoch);
+      meta["test_acc"] = nlohmann::json(stats.test_acc).dump();
+      save_safetensors((fs::path(options_.run_dir) / kModelFile).string(), model_->state_dict(),
+                       meta);
       if (best) {
-        save_safetensors((fs::path(options_.run_dir) / kBestFile).string(), model_->state_dict());
+        save_safetensors((fs::path(options_.run_dir) / kBestFile).string(), model_->state_dict(),
+                         meta);
       }
       save_checkpoint(epoch, report);
     }

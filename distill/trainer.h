@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,6 +80,9 @@ struct TrainerOptions {
   bool log_jsonl = false;        // log.jsonl instead of log.csv
   bool quiet = false;            // no progress output at all
   int prefetch_batches = 3;
+  // Written into model.safetensors and best.safetensors (e.g. {"model": "resnet20"}), so a
+  // command that loads the weights later knows what they belong to.
+  std::map<std::string, std::string> weights_metadata;
 };
 
 struct EpochStats {

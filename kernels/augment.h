@@ -1,4 +1,4 @@
-// Data augmentation kernels: gather uint8 images by index, random crop + flip, scale and normalise.
+// Augmentation kernels: gather uint8 images by index, random crop + flip, normalise; mix in place.
 #pragma once
 
 #include <cstdint>
@@ -75,5 +75,22 @@ void augment_gather(const CpuContext& ctx, const AugmentShape& shape, const Augm
 void augment_gather(const CudaContext& ctx, const AugmentShape& shape, const AugmentParams& params,
                     uint64_t seed, uint64_t offset, const uint8_t* images, const int64_t* indices,
                     float* y);
+
+// Mixes stored images in place, one pair at a time (KCD's knowledge summary, spec 2.2 (f)): for
+// p < pairs and every byte k of the image,
+//   images[dst[p]][k] = uint8(clamp(w_dst[p] * images[dst[p]][k] + w_src[p] * images[src[p]][k],
+//                                   0, 255))
+// Each product and the sum are rounded to float separately (no fused multiply-add), as PyTorch's
+// separate float32 mul and add do, and the conversion truncates toward zero. A convex mix passes
+// w_src = 1 - w_dst; the paper's additive summary passes w_dst = 1.
+// images: (count, image_numel) uint8 contiguous; dst, src: (pairs) int64, each in [0, count) (the
+// caller checks); w_dst, w_src: (pairs) float. Contract: the dst values are distinct and none is
+// also a src, so the pairs are independent and the result depends neither on their order nor on
+// the thread count. The CUDA twin takes device pointers for all five arrays (and must round each
+// operation, e.g. __fmul_rn / __fadd_rn, since nvcc contracts to FMA by default).
+void mix_images(const CpuContext& ctx, int64_t pairs, int64_t image_numel, const int64_t* dst,
+                const int64_t* src, const float* w_dst, const float* w_src, uint8_t* images);
+void mix_images(const CudaContext& ctx, int64_t pairs, int64_t image_numel, const int64_t* dst,
+                const int64_t* src, const float* w_dst, const float* w_src, uint8_t* images);
 
 }  // namespace retort::kernels

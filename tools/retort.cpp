@@ -37,6 +37,9 @@ struct TrainCommand {
   void run() const {
     const LoadedData data = load_data(dataset);
     distill::TrainerOptions options = train.to_options(data, model);
+    options.weights_metadata = {{"model", model},
+                                {"in_channels", std::to_string(data.train->channels())},
+                                {"num_classes", std::to_string(data.train->num_classes())}};
     auto net = nn::create_model(model, {data.train->channels(), data.train->num_classes(), train.seed});
     std::printf("train %s (%s parameters) on %s, %lld epochs, device %s, run dir %s\n",
                 model.c_str(), nn::with_thousands(net->num_parameters()).c_str(),

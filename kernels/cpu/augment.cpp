@@ -84,4 +84,36 @@ template void augment_gather<float>(const CpuContext&, const AugmentShape&, cons
 template void augment_gather<double>(const CpuContext&, const AugmentShape&, const AugmentParams&,
                                      uint64_t, uint64_t, const uint8_t*, const int64_t*, double*);
 
+// mix_images rounds every float product and sum on its own, as PyTorch's separate float32 mul and
+// add do: no contraction into fused multiply-adds, whatever -ffp-contract the build defaults to
+// (GCC's default for C++ is "fast", which fuses across statements and through casts).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+void mix_images(const CpuContext& ctx, int64_t pairs, int64_t image_numel, const int64_t* dst,
+                const int64_t* src, const float* w_dst, const float* w_src, uint8_t* images) {
+  if (pairs < 0 || image_numel < 0) {
+    throw std::invalid_argument("mix_images: negative pair count or image size");
+  }
+  const int threads = cpu_threads(ctx, pairs * image_numel, kAugmentWorkPerThread);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t p = 0; p < pairs; ++p) {
+    uint8_t* a = images + dst[p] * image_numel;        // (image_numel)
+    const uint8_t* b = images + src[p] * image_numel;  // (image_numel)
+    const float wa = w_dst[p], wb = w_src[p];
+    for (int64_t k = 0; k < image_numel; ++k) {
+      const float v = wa * static_cast<float>(a[k]) + wb * static_cast<float>(b[k]);
+      a[k] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));  // truncation toward zero
+    }
+  }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
 }  // namespace retort::kernels

@@ -1,8 +1,9 @@
-// Tests of the CPU augmentation kernel against a naive pad-crop-flip-normalise reference.
+// Tests of the CPU augmentation kernels: gather against a naive crop-flip-normalise reference; mix.
 #include "kernels/augment.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -237,6 +238,125 @@ TEST(AugmentGather, RejectsBadArguments) {
   p.pad = -1;
   EXPECT_THROW(augment_gather<float>(kCpu, AugmentShape{1, 1, 1, 2, 2}, p, 0, 0, images.data(),
                                      &index, y.data()),
+               std::invalid_argument);
+}
+
+// --- mix_images ---------------------------------------------------------------------------------
+
+// One mixed byte the slow way: float32 products and sum kept apart by volatile (no FMA), clamped,
+// truncated toward zero.
+uint8_t reference_mix(uint8_t a, uint8_t b, float wa, float wb) {
+  volatile float pa = wa * static_cast<float>(a);
+  volatile float pb = wb * static_cast<float>(b);
+  volatile float sum = pa + pb;
+  return static_cast<uint8_t>(std::min(std::max(static_cast<float>(sum), 0.0f), 255.0f));
+}
+
+TEST(MixImages, HandValues) {
+  // Five images of 4 bytes: image 0 gets a convex mix with image 1, image 2 an additive one with
+  // image 3, image 4 is in no pair.
+  std::vector<uint8_t> images = {200, 1, 255, 10,   // image 0
+                                 100, 2, 255, 11,   // image 1
+                                 200, 0, 255, 100,  // image 2
+                                 200, 9, 100, 50,   // image 3
+                                 7,   7, 7,   7};   // image 4 (untouched)
+  const std::vector<int64_t> dst = {0, 2}, src = {1, 3};
+  const std::vector<float> w_dst = {0.5f, 1.0f}, w_src = {0.5f, 0.3f};
+  mix_images(kCpu, 2, 4, dst.data(), src.data(), w_dst.data(), w_src.data(), images.data());
+  // Convex half-half: 150, 1.5 truncates to 1, 255 stays 255, 10.5 truncates to 10.
+  EXPECT_EQ((std::vector<uint8_t>(images.begin(), images.begin() + 4)),
+            (std::vector<uint8_t>{150, 1, 255, 10}));
+  // Additive x + 0.3 y: 200 + 60 clamps to 255; 0 + 2.7 truncates to 2; 255 + 30 clamps; 100 + 15.
+  EXPECT_EQ((std::vector<uint8_t>(images.begin() + 8, images.begin() + 12)),
+            (std::vector<uint8_t>{255, 2, 255, 115}));
+  // Sources and images in no pair are untouched.
+  EXPECT_EQ((std::vector<uint8_t>(images.begin() + 4, images.begin() + 8)),
+            (std::vector<uint8_t>{100, 2, 255, 11}));
+  EXPECT_EQ((std::vector<uint8_t>(images.begin() + 12, images.end())),
+            (std::vector<uint8_t>{200, 9, 100, 50, 7, 7, 7, 7}));
+}
+
+TEST(MixImages, NegativeResultsClampToZero) {
+  std::vector<uint8_t> images = {100, 20, 50, 60};  // two images of 2 bytes
+  const int64_t dst = 0, src = 1;
+  const float w_dst = 1.0f, w_src = -1.0f;
+  mix_images(kCpu, 1, 2, &dst, &src, &w_dst, &w_src, images.data());
+  EXPECT_EQ(images, (std::vector<uint8_t>{50, 0, 50, 60}));
+}
+
+TEST(MixImages, MatchesFloat32ReferenceAndKcdWeights) {
+  // KCD's convex ramp over a tail of 97 pairs: w_dst = 0.3 (L - j) / L + 0.7 in float32.
+  constexpr int64_t kCount = 200, kNumel = 3 * 7 * 5, kPairs = 97;
+  auto images = random_bytes(kCount * kNumel, 21);
+  const auto original = images;
+  std::vector<int64_t> dst(kPairs), src(kPairs);
+  std::vector<float> w_dst(kPairs), w_src(kPairs);
+  for (int64_t j = 0; j < kPairs; ++j) {
+    dst[j] = (j * 37 + 5) % 100;  // distinct, in [0, 100)
+    src[j] = 100 + (j * 13) % 100;
+    w_dst[j] =
+        0.3f * ((static_cast<float>(kPairs) - static_cast<float>(j)) / static_cast<float>(kPairs)) +
+        0.7f;
+    w_src[j] = 1.0f - w_dst[j];
+  }
+  mix_images(kCpu, kPairs, kNumel, dst.data(), src.data(), w_dst.data(), w_src.data(),
+             images.data());
+  std::vector<bool> is_dst(kCount, false);
+  for (int64_t j = 0; j < kPairs; ++j) {
+    is_dst[dst[j]] = true;
+    for (int64_t k = 0; k < kNumel; ++k) {
+      ASSERT_EQ(images[dst[j] * kNumel + k],
+                reference_mix(original[dst[j] * kNumel + k], original[src[j] * kNumel + k],
+                              w_dst[j], w_src[j]))
+          << "pair " << j << " byte " << k;
+    }
+  }
+  for (int64_t i = 0; i < kCount; ++i) {
+    if (is_dst[i]) continue;
+    for (int64_t k = 0; k < kNumel; ++k)
+      ASSERT_EQ(images[i * kNumel + k], original[i * kNumel + k]);
+  }
+  // The first pair has weight exactly 1 on its own image: unchanged.
+  EXPECT_EQ(w_dst[0], 1.0f);
+  for (int64_t k = 0; k < kNumel; ++k) {
+    EXPECT_EQ(images[dst[0] * kNumel + k], original[dst[0] * kNumel + k]);
+  }
+}
+
+TEST(MixImages, SameResultOnAnyThreadCountAndOrder) {
+  constexpr int64_t kCount = 512, kNumel = 32 * 32 * 3, kPairs = 256;
+  const auto images = random_bytes(kCount * kNumel, 4);
+  std::vector<int64_t> dst(kPairs), src(kPairs);
+  std::vector<float> w_dst(kPairs), w_src(kPairs);
+  for (int64_t j = 0; j < kPairs; ++j) {
+    dst[j] = 2 * j;
+    src[j] = 2 * ((j * 5) % kPairs) + 1;
+    w_dst[j] = 0.6f + 0.001f * static_cast<float>(j);
+    w_src[j] = 1.0f - w_dst[j];
+  }
+  auto one = images, many = images, reversed = images;
+  mix_images(CpuContext{1}, kPairs, kNumel, dst.data(), src.data(), w_dst.data(), w_src.data(),
+             one.data());
+  mix_images(CpuContext{4}, kPairs, kNumel, dst.data(), src.data(), w_dst.data(), w_src.data(),
+             many.data());
+  std::reverse(dst.begin(), dst.end());
+  std::reverse(src.begin(), src.end());
+  std::reverse(w_dst.begin(), w_dst.end());
+  std::reverse(w_src.begin(), w_src.end());
+  mix_images(kCpu, kPairs, kNumel, dst.data(), src.data(), w_dst.data(), w_src.data(),
+             reversed.data());
+  EXPECT_EQ(one, many);
+  EXPECT_EQ(one, reversed);
+  EXPECT_NE(one, images);
+}
+
+TEST(MixImages, NoPairsIsANoOpAndNegativeSizesThrow) {
+  std::vector<uint8_t> images = {1, 2, 3};
+  mix_images(kCpu, 0, 3, nullptr, nullptr, nullptr, nullptr, images.data());
+  EXPECT_EQ(images, (std::vector<uint8_t>{1, 2, 3}));
+  EXPECT_THROW(mix_images(kCpu, -1, 3, nullptr, nullptr, nullptr, nullptr, images.data()),
+               std::invalid_argument);
+  EXPECT_THROW(mix_images(kCpu, 1, -3, nullptr, nullptr, nullptr, nullptr, images.data()),
                std::invalid_argument);
 }
 
