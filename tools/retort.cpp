@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "distill/trainer.h"
 #include "engine/autograd.h"
@@ -12,6 +13,7 @@
 #include "nn/models/registry.h"
 #include "nn/models/summary.h"
 #include "tools/cli_common.h"
+#include "tools/distill_command.h"
 
 namespace retort::cli {
 namespace {
@@ -24,18 +26,52 @@ std::string model_list() {
 
 struct TrainCommand {
   std::string model = "resnet20";
+  bool slimmable = false;
+  std::string widths = "0.25,0.5,0.75,1";
+  bool inplace = false;
+  std::string init_from;
   DatasetFlags dataset;
   TrainFlags train;
   void add_to(CLI::App& parent) {
     CLI::App* app = parent.add_subcommand(
         "train", "Train a model with cross-entropy (a teacher, or a student baseline)");
     app->add_option("--model", model, "Model to train: " + model_list())->capture_default_str();
+    app->add_flag("--slimmable", slimmable,
+                  "Train a slimmable teacher for PWKD: sub-networks of every width share weights "
+                  "(own BN per width) and all widths train on every batch (retort's "
+                  "reconstruction of PWKD's teacher, spec distillation.md 3.4)");
+    app->add_option("--widths", widths, "Slimmable widths, narrow to wide, ending at 1")
+        ->capture_default_str();
+    app->add_flag("--inplace-distillation", inplace,
+                  "Slimmable: narrower widths learn the widest width's predictions instead of "
+                  "the labels");
+    app->add_option("--init-from", init_from,
+                    "Slimmable: start from a trained full-width model's weights and fine-tune");
     dataset.add_to(*app);
     train.add_to(*app);
     app->callback([this] { run(); });
   }
   void run() const {
+    if (!slimmable && (inplace || !init_from.empty())) {
+      throw std::invalid_argument("--inplace-distillation and --init-from need --slimmable");
+    }
     const LoadedData data = load_data(dataset);
+    if (slimmable) {
+      distill::TrainerOptions options = train.to_options(data, model + "_slimmable");
+      std::vector<double> width_list;
+      std::stringstream in(widths);
+      for (std::string part; std::getline(in, part, ',');) width_list.push_back(std::stod(part));
+      std::printf("train slimmable %s (widths %s) on %s, %lld epochs, device %s, run dir %s\n",
+                  model.c_str(), widths.c_str(), data.train->str().c_str(),
+                  static_cast<long long>(options.epochs), options.device.str().c_str(),
+                  options.run_dir.c_str());
+      const distill::RunReport report =
+          train_slimmable_teacher(model, width_list, inplace, init_from, data, options);
+      std::printf("\n%s", distill::format_reports({report}).c_str());
+      std::printf("test accuracy by width after the last epoch: %s\nweights in %s/model.safetensors\n",
+                  width_accuracies(report).c_str(), options.run_dir.c_str());
+      return;
+    }
     distill::TrainerOptions options = train.to_options(data, model);
     options.weights_metadata = {{"model", model},
                                 {"in_channels", std::to_string(data.train->channels())},
@@ -138,6 +174,8 @@ int main(int argc, char** argv) {
   EvalCommand eval;
   InfoCommand info;
   train.add_to(app);
+  add_distill_command(app);
+  add_demo_command(app);
   eval.add_to(app);
   info.add_to(app);
   try {
