@@ -51,7 +51,7 @@ nlohmann::json stats_to_json(const EpochStats& s) {
                       {"train_loss", s.train_loss}, {"train_acc", s.train_acc},
                       {"test_loss", s.test_loss},   {"test_acc", s.test_acc},
                       {"test_top5", s.test_top5},   {"samples", s.samples},
-                      {"seconds", s.seconds}};
+                      {"seconds", s.seconds},           {"train_seconds", s.train_seconds}};
   for (const auto& [key, value] : s.extra) j[key] = value;
   return j;
 }
@@ -69,6 +69,7 @@ EpochStats stats_from_json(const nlohmann::json& j) {
     else if (key == "test_top5") s.test_top5 = it->get<double>();
     else if (key == "samples") s.samples = it->get<int64_t>();
     else if (key == "seconds") s.seconds = it->get<double>();
+    else if (key == "train_seconds") s.train_seconds = it->get<double>();
     else s.extra.emplace_back(key, it->get<double>());
   }
   return s;
@@ -282,6 +283,7 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
                       100.0 * correct / stats.samples);
     }
     progress.finish();
+    stats.train_seconds = seconds_since(epoch_start);
     stats.train_loss = loss_sum / std::max<int64_t>(stats.samples, 1);
     stats.train_acc = 100.0 * correct / std::max<int64_t>(stats.samples, 1);
     std::tie(stats.test_loss, stats.test_acc, stats.test_top5) = evaluate();
@@ -322,10 +324,11 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
 void Trainer::print_epoch(const EpochStats& s) const {
   if (options_.quiet) return;
   std::printf("[%s] epoch %3lld/%lld  lr %.5f  train loss %.4f acc %6.2f%%  test loss %.4f acc "
-              "%6.2f%%  (%lld samples, %.1f s)",
+              "%6.2f%%  (%lld samples, %.0f img/s, %.1f s)",
               options_.run_name.c_str(), static_cast<long long>(s.epoch),
               static_cast<long long>(options_.epochs), s.lr, s.train_loss, s.train_acc,
-              s.test_loss, s.test_acc, static_cast<long long>(s.samples), s.seconds);
+              s.test_loss, s.test_acc, static_cast<long long>(s.samples),
+              s.samples / std::max(s.train_seconds, 1e-9), s.seconds);
   for (const auto& [key, value] : s.extra) std::printf("  %s %g", key.c_str(), value);
   std::printf("\n");
   std::fflush(stdout);
@@ -338,7 +341,8 @@ void Trainer::write_log(const RunReport& report) const {
     write_text_atomically(fs::path(options_.run_dir) / "log.jsonl", out.str());
     return;
   }
-  out << "epoch,lr,train_loss,train_acc,test_loss,test_acc,test_top5,samples,seconds";
+  out << "epoch,lr,train_loss,train_acc,test_loss,test_acc,test_top5,samples,seconds,"
+         "train_seconds";
   if (!report.history.empty()) {
     for (const auto& field : report.history.back().extra) out << "," << field.first;
   }
@@ -346,7 +350,7 @@ void Trainer::write_log(const RunReport& report) const {
   for (const EpochStats& s : report.history) {
     out << s.epoch << "," << s.lr << "," << s.train_loss << "," << s.train_acc << ","
         << s.test_loss << "," << s.test_acc << "," << s.test_top5 << "," << s.samples << ","
-        << s.seconds;
+        << s.seconds << "," << s.train_seconds;
     for (const auto& field : s.extra) out << "," << field.second;
     out << "\n";
   }

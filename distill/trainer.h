@@ -92,6 +92,7 @@ struct EpochStats {
   double test_loss = 0.0, test_acc = 0.0, test_top5 = 0.0;
   int64_t samples = 0;    // training samples seen this epoch
   double seconds = 0.0;   // wall time of the epoch, evaluation included
+  double train_seconds = 0.0;  // the training part alone (samples / train_seconds = images/s)
   std::vector<std::pair<std::string, double>> extra;  // plugin log fields
 };
 
