@@ -1,7 +1,6 @@
 // `retort distill` and `retort demo`: students trained with CE, KD, KCD, PWKD and PWKD+KCD.
 #include "tools/distill_command.h"
 
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -361,9 +360,8 @@ struct DemoCommand {
     std::vector<distill::MethodRuns> results;
     for (Method m : method_list) {
       distill::TrainerOptions o = base;
-      std::string slug = method_label(m);
-      for (char& c : slug) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
-      o.run_dir = (fs::path(out) / slug).string();
+      const char* slugs[] = {"ce", "kd", "kcd", "pwkd", "pwkd_kcd"};
+      o.run_dir = (fs::path(out) / slugs[static_cast<int>(m)]).string();
       o.resume = false;
       results.push_back(run_seeds(m, student, teacher, data, flags, o, seeds));
       std::printf("\n");
