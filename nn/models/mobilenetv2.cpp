@@ -48,11 +48,18 @@ Tensor InvertedResidual::forward(const Tensor& x) {
   return use_residual_ ? x + out : out;
 }
 
-MobileNetV2::MobileNetV2(int64_t expansion, double width_mult, const ModelOptions& options) {
+MobileNetV2::MobileNetV2(int64_t expansion, double width_mult, const ModelOptions& options,
+                         double width) {
   // Widths above 1 would need the reference's make_divisible rule for the last conv: not needed.
-  if (expansion < 1 || !(width_mult > 0.0) || width_mult > 1.0) {
-    throw std::invalid_argument("MobileNetV2: expansion must be >= 1 and width in (0, 1]");
+  if (expansion < 1 || !(width_mult > 0.0) || width_mult > 1.0 || !(width > 0.0) || width > 1.0) {
+    throw std::invalid_argument(
+        "MobileNetV2: expansion must be >= 1, width_mult and width in (0, 1]");
   }
+  auto scaled = [width](int64_t c) {
+    const auto out = static_cast<int64_t>(static_cast<double>(c) * width);
+    if (out < 1) throw std::invalid_argument("MobileNetV2: width leaves a layer with 0 channels");
+    return out;
+  };
   const std::array<StageSetting, 7> settings = {{{1, 16, 1, 1},
                                                  {expansion, 24, 2, 1},
                                                  {expansion, 32, 3, 2},
@@ -61,11 +68,11 @@ MobileNetV2::MobileNetV2(int64_t expansion, double width_mult, const ModelOption
                                                  {expansion, 160, 3, 2},
                                                  {expansion, 320, 1, 1}}};
   Generator gen(options.seed);
-  int64_t channels = static_cast<int64_t>(32 * width_mult);
+  int64_t channels = scaled(static_cast<int64_t>(32 * width_mult));
   conv1_ = register_module("conv1", conv_bn_relu(options.in_channels, channels, 3, 2, gen));
   blocks_ = register_module("blocks", std::make_shared<ModuleList>());
   for (const StageSetting& s : settings) {
-    const int64_t out = static_cast<int64_t>(s.channels * width_mult);
+    const int64_t out = scaled(static_cast<int64_t>(s.channels * width_mult));
     auto stage = std::make_shared<Sequential>();
     for (int64_t b = 0; b < s.blocks; ++b) {
       stage->push_back(std::make_shared<InvertedResidual>(channels, out, b == 0 ? s.stride : 1,
@@ -74,8 +81,8 @@ MobileNetV2::MobileNetV2(int64_t expansion, double width_mult, const ModelOption
     }
     blocks_->push_back(stage);
   }
-  // The reference keeps 1280 for width <= 1.
-  const int64_t last_channels = 1280;
+  // The reference keeps 1280 for width_mult <= 1; a slimmable sub-network scales it too.
+  const int64_t last_channels = scaled(1280);
   conv2_ = register_module("conv2", conv_bn_relu(channels, last_channels, 1, 1, gen));
   classifier_ = register_module(
       "classifier", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{

@@ -29,9 +29,13 @@ class InvertedResidual : public Module {
 // Sequential(Linear(1280, classes)); global average pooling (the reference's AvgPool2d(2,
 // ceil_mode), which is global on its 2x2 map). Init: conv normal(0, sqrt(2/(k*k*out))), BN 1/0,
 // Linear normal(0, 0.01) with bias 0.
+//
+// `width` < 1 builds the plain twin of a slimmable sub-network (PWKD): every channel count,
+// the 1280 head included, becomes int(c * width); same order, init and state names.
 class MobileNetV2 : public Module {
  public:
-  MobileNetV2(int64_t expansion, double width_mult, const ModelOptions& options);
+  MobileNetV2(int64_t expansion, double width_mult, const ModelOptions& options,
+              double width = 1.0);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "MobileNetV2"; }
 

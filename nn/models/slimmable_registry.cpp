@@ -4,11 +4,12 @@
 #include <array>
 #include <stdexcept>
 
+#include "nn/models/mobilenetv2.h"
 #include "nn/models/resnet.h"
 #include "nn/models/slimmable_mobilenetv2.h"
-#include "nn/models/slimmable_plain.h"
 #include "nn/models/slimmable_resnet.h"
 #include "nn/models/slimmable_wrn.h"
+#include "nn/models/wrn.h"
 
 namespace retort::nn {
 namespace {
@@ -112,12 +113,10 @@ std::shared_ptr<Module> create_width_model(const std::string& name, const ModelO
       return std::make_shared<ResNet>(a.depth, scaled(a.filters), options);
     case Family::wrn: {
       const int64_t k = a.widen_factor;
-      return std::make_shared<WideResNetAtWidth>(a.depth, scaled({16, 16 * k, 32 * k, 64 * k}),
-                                                 options);
+      return std::make_shared<WideResNet>(a.depth, scaled({16, 16 * k, 32 * k, 64 * k}), options);
     }
     case Family::mobilenetv2:
-      return std::make_shared<MobileNetV2AtWidth>(kMobileExpansion, kMobileWidthMult, width,
-                                                  options);
+      return std::make_shared<MobileNetV2>(kMobileExpansion, kMobileWidthMult, options, width);
   }
   throw std::logic_error("create_width_model: unhandled family");
 }

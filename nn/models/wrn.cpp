@@ -1,6 +1,7 @@
 // Wide ResNet: the pre-activation block, the groups, and the reference's initialisation.
 #include "nn/models/wrn.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "nn/init.h"
@@ -44,18 +45,28 @@ NetworkBlock::NetworkBlock(int64_t blocks, int64_t in_planes, int64_t out_planes
   }
 }
 
-WideResNet::WideResNet(int64_t depth, int64_t widen_factor, const ModelOptions& options) {
+WideResNet::WideResNet(int64_t depth, int64_t widen_factor, const ModelOptions& options)
+    : WideResNet(depth,
+                 {16, 16 * std::max<int64_t>(widen_factor, 1),
+                  32 * std::max<int64_t>(widen_factor, 1), 64 * std::max<int64_t>(widen_factor, 1)},
+                 options) {
+  if (widen_factor < 1) {
+    throw std::invalid_argument("WideResNet: widen factor must be >= 1, got " +
+                                std::to_string(widen_factor));
+  }
+}
+
+WideResNet::WideResNet(int64_t depth, const std::array<int64_t, 4>& c,
+                       const ModelOptions& options) {
   if (depth < 10 || (depth - 4) % 6 != 0) {
     throw std::invalid_argument(
         "WideResNet: depth must be 6n+4 with n >= 1 (10, 16, 40, ...), got " +
         std::to_string(depth));
   }
-  if (widen_factor < 1) {
-    throw std::invalid_argument("WideResNet: widen factor must be >= 1, got " +
-                                std::to_string(widen_factor));
+  for (int64_t channels : c) {
+    if (channels < 1) throw std::invalid_argument("WideResNet: a layer would have 0 channels");
   }
   const int64_t n = (depth - 4) / 6;
-  const int64_t c[4] = {16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor};
   Generator gen(options.seed);
   conv1_ = register_module("conv1", std::make_shared<Conv2d>(options.in_channels, c[0], 3, gen,
                                                              Conv2dConfig{.padding = 1}));

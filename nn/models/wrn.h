@@ -1,6 +1,7 @@
 // Wide ResNets (wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2) as RepDistiller's models/wrn.py.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 
@@ -43,6 +44,9 @@ class NetworkBlock : public Module {
 class WideResNet : public Module {
  public:
   WideResNet(int64_t depth, int64_t widen_factor, const ModelOptions& options);
+  // An explicit channel list [stem, group1, group2, group3] (the above is [16, 16k, 32k, 64k]):
+  // the plain twin of a slimmable sub-network (PWKD), same order, init and state names.
+  WideResNet(int64_t depth, const std::array<int64_t, 4>& channels, const ModelOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "WideResNet"; }
 
