@@ -10,6 +10,8 @@ inline constexpr double kGradcheckRel = 1e-5;
 
 // A kernel against a naive reference loop in the same dtype: only summation order differs.
 inline constexpr double kReferenceF64Rel = 1e-12;
+// Absolute floor for f64 results that cancel to near zero, where a relative bound means nothing.
+inline constexpr double kReferenceF64Abs = 1e-12;
 inline constexpr double kReferenceF32Rel = 1e-5;
 inline constexpr double kReferenceF32Abs = 1e-5;
 

@@ -12,6 +12,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "nn/models/registry.h"
+#include "tests/distill/distill_test_util.h"
 
 namespace retort::distill {
 namespace {
@@ -406,16 +407,6 @@ TEST(KcdPlugin, WithoutMixingOnlyDrops) {
 
 // --- the plugin in a real Trainer ----------------------------------------------------------------
 
-std::vector<std::vector<uint8_t>> weight_bytes(nn::Module& model) {
-  std::vector<std::vector<uint8_t>> out;
-  for (const auto& [name, t] : model.state_dict()) {
-    Tensor c = t.contiguous();
-    const auto* p = static_cast<const uint8_t*>(c.raw_data());
-    out.emplace_back(p, p + c.numel() * dtype_size(c.dtype()));
-  }
-  return out;
-}
-
 // 96 images of 1x12x12, 4 epochs with period 1, threshold 0.5 over 4 steps: step 12, floor 48,
 // so the epochs train on 96, 84, 72 and 60 samples.
 KcdOptions trainer_kcd_options() {
@@ -488,7 +479,7 @@ TEST(KcdPlugin, TrainerRunShrinksOnScheduleAndResumesBitIdentically) {
   }
   TrainerRun b = make_run(resumed, true, trainer_kcd_options(), /*model_seed=*/99);
   const RunReport rest = b.trainer->run();
-  EXPECT_EQ(weight_bytes(*a.model), weight_bytes(*b.model));
+  EXPECT_EQ(test::weight_bytes(*a.model), test::weight_bytes(*b.model));
   EXPECT_EQ(a.kcd->kept(), b.kcd->kept());
   EXPECT_EQ(a.train->pixels(), b.train->pixels());
   EXPECT_EQ(a.kcd->value_sums(), b.kcd->value_sums());

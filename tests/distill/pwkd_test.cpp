@@ -11,6 +11,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "nn/models/registry.h"
+#include "tests/distill/distill_test_util.h"
 #include "nn/models/slimmable_registry.h"
 
 namespace retort::distill {
@@ -50,16 +51,6 @@ fs::path fresh(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("retort_pwkd_test_" + name);
   fs::remove_all(dir);
   return dir;
-}
-
-std::vector<std::vector<uint8_t>> weight_bytes(nn::Module& model) {
-  std::vector<std::vector<uint8_t>> out;
-  for (const auto& [name, t] : model.state_dict()) {
-    Tensor c = t.contiguous();
-    const auto* p = static_cast<const uint8_t*>(c.raw_data());
-    out.emplace_back(p, p + c.numel() * dtype_size(c.dtype()));
-  }
-  return out;
 }
 
 class PwkdTest : public ::testing::Test {
@@ -180,7 +171,7 @@ std::vector<std::vector<uint8_t>> run_combo(Combo combo, const fs::path& dir,
     t.add_plugin(std::make_shared<KcdPlugin>(k));
   }
   t.run(stop);
-  return weight_bytes(*student);
+  return test::weight_bytes(*student);
 }
 
 TEST_F(PwkdTest, EveryMethodResumesBitIdentically) {

@@ -8,6 +8,7 @@
 #include "distill/trainer.h"
 #include "engine/safetensors.h"
 #include "nn/models/registry.h"
+#include "tests/distill/distill_test_util.h"
 
 namespace retort::distill {
 namespace {
@@ -62,16 +63,6 @@ fs::path fresh_dir(const std::string& name) {
   return dir;
 }
 
-std::vector<std::vector<uint8_t>> weight_bytes(nn::Module& model) {
-  std::vector<std::vector<uint8_t>> out;
-  for (const auto& [name, t] : model.state_dict()) {
-    Tensor c = t.contiguous();
-    const auto* p = static_cast<const uint8_t*>(c.raw_data());
-    out.emplace_back(p, p + c.numel() * dtype_size(c.dtype()));
-  }
-  return out;
-}
-
 TEST(Trainer, ResumeGivesBitIdenticalWeights) {
   SmallData d = small_data(96, 48);
   const fs::path straight = fresh_dir("straight"), resumed = fresh_dir("resumed");
@@ -95,7 +86,7 @@ TEST(Trainer, ResumeGivesBitIdenticalWeights) {
                  std::make_shared<CrossEntropyObjective>(), o);
   const RunReport rest = second.run();
 
-  EXPECT_EQ(weight_bytes(*model_a), weight_bytes(*model_c));
+  EXPECT_EQ(test::weight_bytes(*model_a), test::weight_bytes(*model_c));
   ASSERT_EQ(rest.history.size(), 3u);
   EXPECT_EQ(rest.sample_passes, full.sample_passes);
   EXPECT_EQ(rest.last_acc, full.last_acc);

@@ -30,7 +30,7 @@ struct Tol<float> {
 };
 template <>
 struct Tol<double> {
-  static constexpr double rel = test::kReferenceF64Rel, abs = test::kReferenceF64Rel;
+  static constexpr double rel = test::kReferenceF64Rel, abs = test::kReferenceF64Abs;
 };
 
 template <typename T>

@@ -26,7 +26,7 @@ struct Tolerance;
 template <>
 struct Tolerance<double> {
   static constexpr double rel = test::kReferenceF64Rel;
-  static constexpr double abs = test::kReferenceF64Rel;
+  static constexpr double abs = test::kReferenceF64Abs;
 };
 template <>
 struct Tolerance<float> {

@@ -86,7 +86,7 @@ double rel_tol() {
 }
 template <typename T>
 double abs_tol() {
-  return sizeof(T) == 4 ? test::kReferenceF32Abs : test::kReferenceF64Rel;
+  return sizeof(T) == 4 ? test::kReferenceF32Abs : test::kReferenceF64Abs;
 }
 
 // Six steps with a fresh gradient each, for every configuration; param and momentum buffer

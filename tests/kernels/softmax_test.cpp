@@ -56,7 +56,7 @@ double rel_tol() {
 }
 template <typename T>
 double abs_tol() {
-  return sizeof(T) == 4 ? test::kReferenceF32Abs : test::kReferenceF64Rel;
+  return sizeof(T) == 4 ? test::kReferenceF32Abs : test::kReferenceF64Abs;
 }
 
 TYPED_TEST(SoftmaxTyped, ForwardMatchesReference) {
