@@ -67,6 +67,14 @@ template <typename T>
 void accumulate(const CpuContext& ctx, int64_t n, const T* x, T* y);
 void accumulate(const CudaContext& ctx, int64_t n, const float* x, float* y);
 
+// y[(b * channels + c) * plane + p] += bias[c] for b < batch, c < channels, p < plane: a conv's
+// bias on its (batch, channels, H * W) output, in one pass over y.
+template <typename T>
+void add_channel_bias(const CpuContext& ctx, int64_t batch, int64_t channels, int64_t plane,
+                      const T* bias, T* y);
+void add_channel_bias(const CudaContext& ctx, int64_t batch, int64_t channels, int64_t plane,
+                      const float* bias, float* y);
+
 // y[i] = value.
 template <typename T>
 void fill_value(const CpuContext& ctx, int64_t n, T value, T* y);
@@ -78,12 +86,18 @@ void strided_copy(const CpuContext& ctx, const StridedShape& src, const T* x, T*
 void strided_copy(const CudaContext& ctx, const StridedShape& src, const float* x, float* y);
 
 // Scatters contiguous x into the strided view `dst` (relative to y): the inverse of strided_copy.
+// Elements of y outside the view are left as they are. The view must not overlap itself (no
+// stride-0 dimension of size > 1): which of several writes to one element wins is unspecified.
 template <typename T>
 void strided_scatter(const CpuContext& ctx, const StridedShape& dst, const T* x, T* y);
 void strided_scatter(const CudaContext& ctx, const StridedShape& dst, const float* x, float* y);
 
-// y[i] = static_cast<To>(x[i]) (dtype conversion; f32 <-> f64 and int64 -> float on the CPU).
+// y[i] = static_cast<To>(x[i]) (dtype conversion). The CPU twin has f32 <-> f64 and int64 or
+// uint8 -> f32 or f64; the CUDA twins have the pairs with f32 output that the device needs, with
+// the same round-to-nearest-even as the CPU (bit-identical results).
 template <typename From, typename To>
 void convert(const CpuContext& ctx, int64_t n, const From* x, To* y);
+void convert(const CudaContext& ctx, int64_t n, const int64_t* x, float* y);
+void convert(const CudaContext& ctx, int64_t n, const uint8_t* x, float* y);
 
 }  // namespace retort::kernels

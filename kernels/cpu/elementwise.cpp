@@ -132,6 +132,19 @@ void accumulate(const CpuContext& ctx, int64_t n, const T* x, T* y) {
 }
 
 template <typename T>
+void add_channel_bias(const CpuContext& ctx, int64_t batch, int64_t channels, int64_t plane,
+                      const T* bias, T* y) {
+  const int64_t planes = batch * channels;
+  const int threads = cpu_threads(ctx, planes * plane);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < planes; ++q) {
+    const T b = bias[q % channels];
+    T* row = y + q * plane;
+    for (int64_t p = 0; p < plane; ++p) row[p] += b;
+  }
+}
+
+template <typename T>
 void fill_value(const CpuContext& ctx, int64_t n, T value, T* y) {
   parallel_map<T>(ctx, n, [&](int64_t i) { y[i] = value; });
 }
@@ -185,6 +198,7 @@ void convert(const CpuContext& ctx, int64_t n, const From* x, To* y) {
                                   const T*, T*);                                                \
   template void affine_forward<T>(const CpuContext&, int64_t, T, T, const T*, T*);              \
   template void accumulate<T>(const CpuContext&, int64_t, const T*, T*);                        \
+  template void add_channel_bias<T>(const CpuContext&, int64_t, int64_t, int64_t, const T*, T*); \
   template void fill_value<T>(const CpuContext&, int64_t, T, T*);                               \
   template void strided_copy<T>(const CpuContext&, const StridedShape&, const T*, T*);          \
   template void strided_scatter<T>(const CpuContext&, const StridedShape&, const T*, T*);

@@ -260,18 +260,26 @@ void run_conv(const CudaContext& ctx, const Conv2dShape& s, const ConvOperands& 
   key.shape = s;
   key.direction = Traits::kDirection;
   key.allow_tf32 = ctx.allow_tf32;
-  key.deterministic = ctx.deterministic || Traits::kAlwaysDeterministic;
+  // The key records the mode (a pinned choice is not a measured one); the algorithm must be
+  // deterministic in that mode and always for the directions that promise it.
+  key.deterministic = ctx.deterministic;
+  const bool need_deterministic = ctx.deterministic || Traits::kAlwaysDeterministic;
   key.workspace_limit = ctx.workspace != nullptr ? ctx.conv_workspace_limit : 0;
 
   const ConvPlan* plan = ctx.conv_algos != nullptr ? ctx.conv_algos->find(key) : nullptr;
   std::unique_ptr<ConvPlan> uncached;
   if (plan == nullptr) {
     auto fresh = make_plan(s, ctx.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+    // Deterministic mode pins the algorithm to cuDNN's heuristic order, which depends only on
+    // the shape, the GPU and the library: a timed choice could differ between two runs.
+    if (ctx.conv_algos != nullptr && !ctx.deterministic) {
+      choose_by_measurement<Traits>(ctx, s, o, key.workspace_limit, need_deterministic, *fresh);
+    } else {
+      choose_by_heuristics<Traits>(ctx, s, key.workspace_limit, need_deterministic, *fresh);
+    }
     if (ctx.conv_algos != nullptr) {
-      choose_by_measurement<Traits>(ctx, s, o, key.workspace_limit, key.deterministic, *fresh);
       plan = &ctx.conv_algos->insert(key, std::move(fresh));
     } else {
-      choose_by_heuristics<Traits>(ctx, s, key.workspace_limit, key.deterministic, *fresh);
       uncached = std::move(fresh);
       plan = uncached.get();
     }

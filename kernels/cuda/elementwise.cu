@@ -1,4 +1,4 @@
-// CUDA twins of kernels/elementwise.h: flat maps (float4 when aligned), broadcasting, strided copy.
+// CUDA twins of kernels/elementwise.h: flat maps, broadcasting, strided copy/scatter, conversion.
 #include "kernels/elementwise.h"
 
 #include <stdexcept>
@@ -296,6 +296,35 @@ __global__ void gather_kernel(Index n, DeviceIndexSpace<Index> s, const float* x
   }
 }
 
+// The inverse of gather_kernel: contiguous x into the strided view of y. Reads are coalesced; the
+// writes are as scattered as the view.
+template <typename Index>
+__global__ void scatter_kernel(Index n, DeviceIndexSpace<Index> s, const float* x, float* y) {
+  const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
+  for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    Index offset, unused;
+    offsets_of(s, i, offset, unused);
+    y[offset] = x[i];
+  }
+}
+
+// y[i] = float(x[i]). The conversion rounds to nearest even (int64 beyond 2^24 is inexact), as the
+// CPU's static_cast does, so the twins agree bit for bit.
+template <typename From>
+__global__ void convert_to_float_kernel(int64_t n, const From* __restrict__ x,
+                                        float* __restrict__ y) {
+  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
+    y[i] = static_cast<float>(x[i]);
+  }
+}
+
+template <typename From>
+void launch_convert_to_float(const CudaContext& ctx, int64_t n, const From* x, float* y) {
+  if (n <= 0) return;
+  convert_to_float_kernel<From><<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, x, y);
+  RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+}
+
 // 32-bit index math is faster; it is safe when indices, offsets and the last grid-stride step
 // (i + gridDim.x * blockDim.x) all stay below 2^31.
 bool fits_int32(int64_t n, const IndexSpace& s) {
@@ -400,6 +429,24 @@ void accumulate(const CudaContext& ctx, int64_t n, const float* x, float* y) {
   launch_map2(ctx, n, x, y, y, AddFn{});
 }
 
+namespace {
+__global__ void channel_bias_kernel(int64_t n, int64_t channels, int64_t plane,
+                                    const float* bias, float* y) {
+  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
+    y[i] += bias[(i / plane) % channels];
+  }
+}
+}  // namespace
+
+void add_channel_bias(const CudaContext& ctx, int64_t batch, int64_t channels, int64_t plane,
+                      const float* bias, float* y) {
+  const int64_t n = batch * channels * plane;
+  if (n <= 0) return;
+  channel_bias_kernel<<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, channels, plane,
+                                                                          bias, y);
+  RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+}
+
 void fill_value(const CudaContext& ctx, int64_t n, float value, float* y) {
   if (n <= 0) return;
   const bool vec4 = aligned16(y);
@@ -431,6 +478,34 @@ void strided_copy(const CudaContext& ctx, const StridedShape& src, const float* 
         <<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, to_device_space<int64_t>(s), x, y);
   }
   RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+}
+
+void strided_scatter(const CudaContext& ctx, const StridedShape& dst, const float* x, float* y) {
+  const int64_t n = dst.numel();
+  if (n <= 0) return;
+  const int64_t no_strides[kMaxDims] = {};
+  const IndexSpace s = coalesce(dst.ndim, dst.shape, dst.stride, no_strides);
+  if (s.ndim == 0 || (s.ndim == 1 && s.stride_a[0] == 1)) {
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<size_t>(n) * sizeof(float),
+                                      cudaMemcpyDeviceToDevice, ctx.stream));
+    return;
+  }
+  if (fits_int32(n, s)) {
+    scatter_kernel<int32_t><<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(
+        static_cast<int32_t>(n), to_device_space<int32_t>(s), x, y);
+  } else {
+    scatter_kernel<int64_t>
+        <<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, to_device_space<int64_t>(s), x, y);
+  }
+  RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+}
+
+void convert(const CudaContext& ctx, int64_t n, const int64_t* x, float* y) {
+  launch_convert_to_float(ctx, n, x, y);
+}
+
+void convert(const CudaContext& ctx, int64_t n, const uint8_t* x, float* y) {
+  launch_convert_to_float(ctx, n, x, y);
 }
 
 }  // namespace retort::kernels

@@ -1,4 +1,4 @@
-// CPU-vs-CUDA parity of the elementwise family: unary maps, broadcasting, affine, fills, copies.
+// CPU-vs-CUDA parity of the elementwise family: maps, broadcasting, fills, copies, conversion.
 #include "kernels/elementwise.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@ namespace retort::kernels {
 namespace {
 
 using test::all_close;
+using test::bitwise_equal;
 using test::CudaParityTest;
 using test::DeviceArray;
 using test::kParityF32Abs;
@@ -173,6 +176,22 @@ TEST_F(CudaElementwiseTest, AffineAccumulateAndFillMatchCpu) {
   }
 }
 
+TEST_F(CudaElementwiseTest, ChannelBiasIsBitIdenticalToCpu) {
+  // One add per element, so both twins give the same bits; batch 1, odd planes, one channel.
+  const int64_t cases[][3] = {{1, 1, 1}, {2, 3, 5}, {3, 16, 49}, {1, 64, 1}, {4, 7, 1024}};
+  for (const auto& c : cases) {
+    const int64_t batch = c[0], channels = c[1], plane = c[2], n = batch * channels * plane;
+    SCOPED_TRACE("batch " + std::to_string(batch) + " channels " + std::to_string(channels) +
+                 " plane " + std::to_string(plane));
+    const std::vector<float> bias = random_vector<float>(static_cast<size_t>(channels), 31);
+    std::vector<float> y = random_vector<float>(static_cast<size_t>(n), 32);
+    DeviceArray<float> d_bias(bias), d_y(y);
+    add_channel_bias(cpu, batch, channels, plane, bias.data(), y.data());
+    add_channel_bias(gpu(), batch, channels, plane, d_bias.data(), d_y.data());
+    EXPECT_TRUE(bitwise_equal(d_y.download(), y));
+  }
+}
+
 TEST_F(CudaElementwiseTest, StridedCopyMatchesCpu) {
   struct Case {
     std::string name;
@@ -203,6 +222,91 @@ TEST_F(CudaElementwiseTest, StridedCopyMatchesCpu) {
   }
 }
 
+TEST_F(CudaElementwiseTest, StridedScatterMatchesCpu) {
+  struct Case {
+    std::string name;
+    std::vector<int64_t> shape, stride;
+    int64_t destination_size;
+  };
+  // Views that never overlap themselves (strided_scatter's contract); destination elements
+  // outside the view keep their old values on both devices.
+  const Case cases[] = {
+      {"contiguous", {3, 4, 5}, {20, 5, 1}, 60},
+      {"transpose (2, 0, 1)", {5, 3, 4}, {1, 20, 5}, 60},
+      {"every other column", {4, 5}, {10, 2}, 40},
+      {"stride 2 both dims, odd sizes", {3, 7}, {28, 2}, 84},
+      {"column block of a wider matrix", {6, 3}, {9, 1}, 54},
+      {"size-1 dims with odd strides", {1, 5, 1}, {99, 3, 7}, 13},
+      {"single element", {1, 1}, {7, 3}, 1},
+      {"rank 0", {}, {}, 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    StridedShape s;
+    s.ndim = static_cast<int>(c.shape.size());
+    for (int d = 0; d < s.ndim; ++d) s.shape[d] = c.shape[d], s.stride[d] = c.stride[d];
+    const std::vector<float> x = random_vector<float>(static_cast<size_t>(s.numel()), 32);
+    std::vector<float> y = random_vector<float>(static_cast<size_t>(c.destination_size), 33);
+    DeviceArray<float> d_x(x), d_y(y);
+    strided_scatter(cpu, s, x.data(), y.data());
+    strided_scatter(gpu(), s, d_x.data(), d_y.data());
+    EXPECT_TRUE(all_close(d_y.download(), y, 0.0, 0.0));
+  }
+}
+
+TEST_F(CudaElementwiseTest, StridedScatterInvertsStridedCopy) {
+  // Gather a transposed view, then scatter it back into a zeroed buffer: the view's elements
+  // return to their places.
+  StridedShape s;
+  s.ndim = 2;
+  s.shape[0] = 33, s.shape[1] = 17;
+  s.stride[0] = 1, s.stride[1] = 33;
+  const std::vector<float> x = random_vector<float>(33 * 17, 34);
+  DeviceArray<float> d_x(x), d_gathered = poisoned_output(x.size());
+  DeviceArray<float> d_back(std::vector<float>(x.size(), 0.0f));
+  strided_copy(gpu(), s, d_x.data(), d_gathered.data());
+  strided_scatter(gpu(), s, d_gathered.data(), d_back.data());
+  EXPECT_TRUE(all_close(d_back.download(), x, 0.0, 0.0));
+}
+
+TEST_F(CudaElementwiseTest, ConvertIsBitIdenticalToCpu) {
+  // int64 values that float holds exactly and ones that must round (to nearest even), both signs,
+  // and the extremes.
+  std::vector<int64_t> ints = {0,
+                               1,
+                               -1,
+                               255,
+                               16777216,
+                               16777217,
+                               -16777219,
+                               (int64_t{1} << 53) + 1,
+                               std::numeric_limits<int64_t>::max(),
+                               std::numeric_limits<int64_t>::min()};
+  std::mt19937_64 gen(35);
+  for (int i = 0; i < 4087; ++i) ints.push_back(static_cast<int64_t>(gen()) >> (i % 64));
+  std::vector<uint8_t> bytes(4099);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 7);
+  for (int64_t n : kSizes) {
+    for (size_t offset : kOffsets) {
+      SCOPED_TRACE("n " + std::to_string(n) + " offset " + std::to_string(offset));
+      const std::vector<int64_t> x_int(ints.begin(), ints.begin() + n);
+      const std::vector<uint8_t> x_byte(bytes.begin(), bytes.begin() + n);
+      std::vector<float> y_int(static_cast<size_t>(n)), y_byte(static_cast<size_t>(n));
+      convert<int64_t, float>(cpu, n, x_int.data(), y_int.data());
+      convert<uint8_t, float>(cpu, n, x_byte.data(), y_byte.data());
+
+      DeviceArray<int64_t> d_int(x_int, offset);
+      DeviceArray<uint8_t> d_byte(x_byte, offset);
+      DeviceArray<float> d_y_int = poisoned_output(y_int.size(), offset);
+      DeviceArray<float> d_y_byte = poisoned_output(y_byte.size(), offset);
+      convert(gpu(), n, d_int.data(), d_y_int.data());
+      convert(gpu(), n, d_byte.data(), d_y_byte.data());
+      EXPECT_TRUE(bitwise_equal(d_y_int.download(), y_int));
+      EXPECT_TRUE(bitwise_equal(d_y_byte.download(), y_byte));
+    }
+  }
+}
+
 TEST_F(CudaElementwiseTest, EmptyInputsAreNoOps) {
   DeviceArray<float> d = poisoned_output(4);
   unary_forward(gpu(), UnaryOp::exp, 0, d.data(), d.data());
@@ -211,6 +315,11 @@ TEST_F(CudaElementwiseTest, EmptyInputsAreNoOps) {
   BroadcastShape empty;
   empty.ndim = 1;  // shape[0] = 0
   binary_forward(gpu(), BinaryOp::add, empty, d.data(), d.data(), d.data());
+  StridedShape empty_view;
+  empty_view.ndim = 2;  // shape (0, 0)
+  strided_scatter(gpu(), empty_view, d.data(), d.data());
+  convert(gpu(), 0, static_cast<const int64_t*>(nullptr), d.data());
+  convert(gpu(), 0, static_cast<const uint8_t*>(nullptr), d.data());
   for (float v : d.download()) EXPECT_TRUE(std::isnan(v));
 }
 
