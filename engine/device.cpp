@@ -3,8 +3,12 @@
 
 #include <stdexcept>
 
+#include <mutex>
+
 #if RETORT_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "engine/cuda/runtime.h"
 #endif
 
 namespace retort {
@@ -57,6 +61,32 @@ void require_available(const Device& device) {
                              (count == 0 ? std::string("no CUDA GPU is present")
                                          : std::to_string(count) + " CUDA GPU(s) are present"));
   }
+}
+
+namespace {
+std::mutex math_mutex;
+CudaMathOptions math_options;
+}  // namespace
+
+void set_cuda_math(const CudaMathOptions& options) {
+  std::lock_guard<std::mutex> lock(math_mutex);
+  math_options = options;
+#if RETORT_WITH_CUDA
+  cuda::apply_math_options(options);
+#endif
+}
+
+CudaMathOptions cuda_math() {
+  std::lock_guard<std::mutex> lock(math_mutex);
+  return math_options;
+}
+
+void synchronize(const Device& device) {
+  if (device.is_cpu()) return;
+  require_available(device);
+#if RETORT_WITH_CUDA
+  cuda::synchronize(device.index);
+#endif
 }
 
 }  // namespace retort

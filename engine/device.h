@@ -30,4 +30,20 @@ int cuda_device_count();
 // Throws a one-line error when `device` cannot be used here (CUDA not built, or no GPU).
 void require_available(const Device& device);
 
+// How CUDA convolutions and GEMMs compute; storage is fp32 either way. The default matches
+// PyTorch's for convolutions: TF32 tensor cores allowed. `deterministic` pins cuDNN to
+// deterministic algorithms (every hand-written kernel is deterministic regardless), so two runs
+// from the same seed give the same bits; the command line turns TF32 off with it.
+struct CudaMathOptions {
+  bool allow_tf32 = true;
+  bool deterministic = false;
+  bool operator==(const CudaMathOptions&) const = default;
+};
+// Applies to every CUDA device, those already in use included. No effect without CUDA.
+void set_cuda_math(const CudaMathOptions& options);
+CudaMathOptions cuda_math();
+
+// Waits until the work queued on `device` has finished (nothing to wait for on the CPU).
+void synchronize(const Device& device);
+
 }  // namespace retort

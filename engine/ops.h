@@ -102,6 +102,16 @@ Tensor kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, doubl
 // Per-sample entropy (natural log) of softmax(logits / T), shape (N); no gradient.
 Tensor softmax_entropy(const Tensor& logits, double temperature = 1.0);
 
+// --- step statistics kept on the device (engine/ops/metrics.cpp): in place, no autograd --------
+// dst += src for tensors of one shape, device and dtype; dst contiguous. Lets a training loop sum
+// its losses where they are computed and read the total once, instead of once per step.
+void accumulate_(Tensor& dst, const Tensor& src);
+// correct (a one-element i64 tensor on the logits' device) += the number of rows of logits
+// (N, C) whose label's logit ranks first: no logit above it and no equal one at a lower index
+// (nn::count_correct's rule for k = 1); a NaN logit is never correct. On the CPU a label outside
+// [0, C) is an error naming the row; on a device it counts as wrong (checking would synchronise).
+void count_top1_(Tensor& correct, const Tensor& logits, const Tensor& labels);
+
 }  // namespace retort
 
 namespace retort {

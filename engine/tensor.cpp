@@ -1,11 +1,13 @@
 // Tensor creation, metadata, host access, device/dtype copies, and the autograd accessors.
 #include "engine/tensor.h"
 
+#include <cstring>
 #include <sstream>
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/rng.h"
+#include "engine/strided.h"
 #include "kernels/elementwise.h"
 #include "kernels/fill.h"
 
@@ -277,20 +279,6 @@ void convert_host(const Tensor& src, Tensor& dst) {
   }
 }
 
-kernels::StridedShape strided_shape_of(const Tensor& t) {
-  if (t.dim() > kernels::kMaxDims) {
-    throw std::invalid_argument("tensor rank " + std::to_string(t.dim()) + " exceeds the limit of " +
-                                std::to_string(kernels::kMaxDims));
-  }
-  kernels::StridedShape s;
-  s.ndim = static_cast<int>(t.dim());
-  for (int d = 0; d < s.ndim; ++d) {
-    s.shape[d] = t.shape()[d];
-    s.stride[d] = t.strides()[d];
-  }
-  return s;
-}
-
 // Writes contiguous `src` (same device and dtype) into `dst`, which may be strided.
 void write_into(const Tensor& src, Tensor& dst) {
   if (dst.is_contiguous()) {
@@ -301,6 +289,13 @@ void write_into(const Tensor& src, Tensor& dst) {
   const kernels::StridedShape s = strided_shape_of(dst);
   if (dst.dtype() == DType::i64 && dst.device().is_cpu()) {
     kernels::strided_scatter(cpu_context(), s, src.data<int64_t>(), dst.data<int64_t>());
+    return;
+  }
+  if (dst.dtype() == DType::i64) {  // on a device: moved as pairs of 32-bit words, bit for bit
+    dispatch<OpId::copy>(dst.device(), DType::f32, [&](const auto& ctx, auto) {
+      kernels::strided_scatter(ctx, as_word_pairs(s), static_cast<const float*>(src.raw_data()),
+                               static_cast<float*>(dst.raw_data()));
+    });
     return;
   }
   dispatch<OpId::copy>(dst.device(), dst.dtype(), [&](const auto& ctx, auto tag) {
@@ -339,15 +334,22 @@ Tensor& Tensor::fill_(double value) {
     case DType::i64:
     case DType::i32:
     case DType::u8: {
-      if (!device().is_cpu()) throw_unsupported(OpId::fill, device(), dtype());
-      if (dtype() == DType::i64) {
-        kernels::fill_value(cpu_context(), n, static_cast<int64_t>(value), data<int64_t>());
-      } else if (dtype() == DType::i32) {
-        kernels::fill_value(cpu_context(), n, static_cast<int32_t>(value), data<int32_t>());
-      } else {
-        std::vector<uint8_t> bytes(static_cast<size_t>(n), static_cast<uint8_t>(value));
-        copy_bytes(raw_data(), device(), bytes.data(), Device::cpu(), bytes.size());
+      if (device().is_cpu()) {
+        if (dtype() == DType::i64) {
+          kernels::fill_value(cpu_context(), n, static_cast<int64_t>(value), data<int64_t>());
+        } else if (dtype() == DType::i32) {
+          kernels::fill_value(cpu_context(), n, static_cast<int32_t>(value), data<int32_t>());
+        } else {
+          std::memset(raw_data(), static_cast<uint8_t>(value), static_cast<size_t>(n));
+        }
+        return *this;
       }
+      // Integer tensors on a device are small (labels, indices, counters): fill on the host and
+      // upload, which queues behind the device's work without waiting for it.
+      Tensor host = empty(shape(), dtype(), Device::cpu());
+      host.fill_(value);
+      copy_bytes(raw_data(), device(), host.raw_data(), Device::cpu(),
+                 static_cast<size_t>(n) * dtype_size(dtype()));
       return *this;
     }
     default:

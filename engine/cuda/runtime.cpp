@@ -1,6 +1,7 @@
 // The engine's CUDA runtime: one stream/handle context per device, a caching allocator, copies.
 #include "engine/cuda/runtime.h"
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -9,6 +10,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/handles.h"
 
 namespace retort::cuda {
 namespace {
@@ -90,6 +92,11 @@ class CachingAllocator final : public Allocator {
     return stats_;
   }
 
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  }
+
   void empty_cache() {
     std::lock_guard<std::mutex> lock(mutex_);
     DeviceGuard guard(device_);
@@ -147,6 +154,48 @@ class AllocatorWorkspace final : public kernels::CudaWorkspace {
   size_t bytes_ = 0;
 };
 
+// Pinned host buffers that small uploads pass through so they need not wait for the device: the
+// bytes are copied into a slot on the host, the slot is copied to the device in stream order, and
+// an event tells when the slot may be reused. A slot is reused only after its event, so the wait
+// happens only when the device is kSlots uploads behind.
+class StagingRing {
+ public:
+  static constexpr int kSlots = 16;
+
+  StagingRing() {
+    for (Slot& slot : slots_) {
+      RETORT_CUDA_CHECK(cudaHostAlloc(&slot.host, kStagedCopyBytes, cudaHostAllocDefault));
+      slot.event = std::make_unique<kernels::CudaEvent>(cudaEventDisableTiming);
+    }
+  }
+  ~StagingRing() {
+    for (Slot& slot : slots_) (void)cudaFreeHost(slot.host);
+  }
+  StagingRing(const StagingRing&) = delete;
+  StagingRing& operator=(const StagingRing&) = delete;
+
+  void upload(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = slots_[next_];
+    next_ = (next_ + 1) % kSlots;
+    if (slot.used) slot.event->synchronize();
+    std::memcpy(slot.host, src, bytes);
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, stream));
+    slot.event->record(stream);
+    slot.used = true;
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    std::unique_ptr<kernels::CudaEvent> event;
+    bool used = false;
+  };
+  std::mutex mutex_;
+  Slot slots_[kSlots];
+  int next_ = 0;
+};
+
 // Everything the engine keeps per device.
 struct DeviceState {
   explicit DeviceState(int device) : allocator(device) {
@@ -154,18 +203,27 @@ struct DeviceState {
     owner = std::make_unique<kernels::CudaContextOwner>();
     workspace = std::make_unique<AllocatorWorkspace>(allocator);
     owner->mutable_context().workspace = workspace.get();
+    const CudaMathOptions math = cuda_math();
+    owner->mutable_context().allow_tf32 = math.allow_tf32;
+    owner->mutable_context().deterministic = math.deterministic;
+    staging = std::make_unique<StagingRing>();
   }
   CachingAllocator allocator;
   std::unique_ptr<kernels::CudaContextOwner> owner;
   std::unique_ptr<AllocatorWorkspace> workspace;
+  std::unique_ptr<StagingRing> staging;
 };
+
+std::mutex states_mutex;
+std::map<int, std::unique_ptr<DeviceState>>& all_states() {
+  static std::map<int, std::unique_ptr<DeviceState>> states;
+  return states;
+}
 
 DeviceState& state(int device) {
   require_available(Device::cuda(device));
-  static std::mutex mutex;
-  static std::map<int, std::unique_ptr<DeviceState>> states;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& slot = states[device];
+  std::lock_guard<std::mutex> lock(states_mutex);
+  auto& slot = all_states()[device];
   if (!slot) slot = std::make_unique<DeviceState>(device);
   return *slot;
 }
@@ -180,17 +238,48 @@ AllocatorStats allocator_stats(int device) { return state(device).allocator.stat
 
 void empty_cache(int device) { state(device).allocator.empty_cache(); }
 
+void reset_peak_stats(int device) { state(device).allocator.reset_peak(); }
+
+std::string device_name(int device) {
+  require_available(Device::cuda(device));
+  cudaDeviceProp props{};
+  RETORT_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+  return props.name;
+}
+
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                 size_t bytes) {
+  if (bytes == 0) return;
   const Device& gpu = dst_device.is_cuda() ? dst_device : src_device;
-  const kernels::CudaContext& ctx = context(gpu.index);
+  DeviceState& device = state(gpu.index);
+  const kernels::CudaContext& ctx = device.owner->context();
   DeviceGuard guard(gpu.index);
   cudaMemcpyKind kind = cudaMemcpyDeviceToDevice;
   if (dst_device.is_cpu()) kind = cudaMemcpyDeviceToHost;
   if (src_device.is_cpu()) kind = cudaMemcpyHostToDevice;
+  if (kind == cudaMemcpyHostToDevice && bytes <= kStagedCopyBytes) {
+    device.staging->upload(dst, src, bytes, ctx.stream);
+    return;
+  }
   // Ordered after the work already queued on the device's stream; host copies wait for it.
   RETORT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, ctx.stream));
   if (kind != cudaMemcpyDeviceToDevice) RETORT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+}
+
+void apply_math_options(const CudaMathOptions& options) {
+  std::lock_guard<std::mutex> lock(states_mutex);
+  for (auto& [index, device] : all_states()) {
+    if (!device) continue;
+    kernels::CudaContext& ctx = device->owner->mutable_context();
+    ctx.allow_tf32 = options.allow_tf32;
+    ctx.deterministic = options.deterministic;
+  }
+}
+
+void synchronize(int device) {
+  const kernels::CudaContext& ctx = context(device);
+  DeviceGuard guard(device);
+  RETORT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 }
 
 }  // namespace retort::cuda

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "engine/device.h"
 #include "engine/storage.h"
@@ -17,9 +18,20 @@ const kernels::CudaContext& context(int device);
 // The allocator behind CUDA storages of a device.
 Allocator& device_allocator(int device);
 
-// Copies bytes where at least one side is a CUDA device; synchronous with respect to the host.
+// Copies bytes where at least one side is a CUDA device, in the device stream's order. A copy to
+// the host returns when the bytes have arrived. A copy from the host returns once `src` has been
+// read: up to kStagedCopyBytes it goes through a pinned staging ring and does not wait for the
+// device (uploading a batch's labels does not stall the step); larger ones wait for the copy.
 void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                 size_t bytes);
+inline constexpr size_t kStagedCopyBytes = size_t{1} << 20;
+
+// Sets allow_tf32 / deterministic on every device context, present and future (called by
+// retort::set_cuda_math).
+void apply_math_options(const CudaMathOptions& options);
+
+// Waits for the device's stream.
+void synchronize(int device);
 
 }  // namespace retort::cuda
 
@@ -36,5 +48,9 @@ struct AllocatorStats {
 AllocatorStats allocator_stats(int device);
 // Returns every cached block to the driver (cudaFree); live storages are untouched.
 void empty_cache(int device);
+// Starts peak_bytes_in_use over from the bytes in use now.
+void reset_peak_stats(int device);
+// The GPU's name ("NVIDIA H100 80GB HBM3").
+std::string device_name(int device);
 
 }  // namespace retort::cuda

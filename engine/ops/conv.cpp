@@ -102,18 +102,9 @@ Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias,
     using T = decltype(tag);
     kernels::conv2d_forward(ctx, s, x.data<T>(), weight.data<T>(), y.data<T>());
     if (bias.defined()) {
-      Tensor b = bias.contiguous();
-      kernels::BroadcastShape bs;
-      bs.ndim = 3;
-      bs.shape[0] = s.batch;
-      bs.shape[1] = s.out_channels;
-      bs.shape[2] = s.out_h() * s.out_w();
-      bs.stride_a[0] = s.out_channels * bs.shape[2];
-      bs.stride_a[1] = bs.shape[2];
-      bs.stride_a[2] = 1;
-      bs.stride_b[1] = 1;
-      kernels::binary_forward(ctx, kernels::BinaryOp::add, bs, y.data<T>(), b.data<T>(),
-                              y.data<T>());
+      const Tensor b = bias.contiguous();
+      kernels::add_channel_bias(ctx, s.batch, s.out_channels, s.out_h() * s.out_w(),
+                                b.data<T>(), y.data<T>());
     }
   });
   auto make = [&] {

@@ -2,6 +2,7 @@
 #include "kernels/elementwise.h"
 
 #include "engine/ops/common.h"
+#include "engine/strided.h"
 
 namespace retort {
 namespace {
@@ -55,13 +56,7 @@ Tensor copy_contiguous(const Tensor& x) {
                static_cast<size_t>(x.numel()) * dtype_size(x.dtype()));
     return out;
   }
-  if (x.dim() > kernels::kMaxDims) throw std::invalid_argument("contiguous: rank too large");
-  kernels::StridedShape s;
-  s.ndim = static_cast<int>(x.dim());
-  for (int d = 0; d < s.ndim; ++d) {
-    s.shape[d] = x.shape()[d];
-    s.stride[d] = x.strides()[d];
-  }
+  const kernels::StridedShape s = strided_shape_of(x);
   if (x.device().is_cpu() && !is_floating(x.dtype())) {
     const auto& ctx = cpu_context();
     switch (x.dtype()) {
@@ -70,6 +65,13 @@ Tensor copy_contiguous(const Tensor& x) {
       case DType::u8: kernels::strided_copy(ctx, s, x.data<uint8_t>(), out.data<uint8_t>()); break;
       default: break;
     }
+    return out;
+  }
+  if (x.dtype() == DType::i64) {  // on a device: moved as pairs of 32-bit words, bit for bit
+    dispatch<OpId::copy>(x.device(), DType::f32, [&](const auto& ctx, auto) {
+      kernels::strided_copy(ctx, as_word_pairs(s), static_cast<const float*>(x.raw_data()),
+                            static_cast<float*>(out.raw_data()));
+    });
     return out;
   }
   dispatch<OpId::copy>(x.device(), x.dtype(), [&](const auto& ctx, auto tag) {
