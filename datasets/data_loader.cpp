@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "datasets/permutation.h"
+#include "engine/augment.h"
 #include "kernels/augment.h"
 
 namespace retort::data {
@@ -61,6 +62,7 @@ DataLoader::DataLoader(std::shared_ptr<const ImageSet> set, std::vector<int64_t>
     : set_(std::move(set)), options_(std::move(options)) {
   if (!set_) throw std::invalid_argument("DataLoader: no image set given");
   check_options(*set_, options_);
+  require_available(options_.device);
   set_indices(std::move(indices));
 }
 
@@ -101,9 +103,20 @@ void DataLoader::begin_epoch(int64_t epoch) {
   epoch_ = epoch;
   batch_count_ = batches_per_epoch();
   next_batch_ = 0;
+  if (on_device() && (!device_pixels_.defined() ||
+                      device_pixels_version_ != set_->pixels_version())) {
+    const ImageSet& set = *set_;
+    device_pixels_ = Tensor::empty({set.size(), set.channels(), set.height(), set.width()},
+                                   DType::u8, options_.device);
+    copy_bytes(device_pixels_.raw_data(), options_.device, set.pixels().data(), Device::cpu(),
+               set.pixels().size());
+    device_pixels_version_ = set.pixels_version();
+  }
   started_ = true;
   running_ = true;
-  if (options_.prefetch_batches > 0) worker_ = std::thread(&DataLoader::worker_loop, this);
+  if (options_.prefetch_batches > 0 && !on_device()) {
+    worker_ = std::thread(&DataLoader::worker_loop, this);
+  }
 }
 
 Batch DataLoader::make_batch(int64_t batch_index) const {
@@ -112,7 +125,6 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
   const int64_t count =
       std::min<int64_t>(options_.batch_size, static_cast<int64_t>(order_.size()) - start);
   Batch batch;
-  batch.images = Tensor::empty({count, set.channels(), set.height(), set.width()}, DType::f32);
   batch.labels = Tensor::empty({count}, DType::i64);
   batch.indices = Tensor::empty({count}, DType::i64);
   int64_t* indices = batch.indices.data<int64_t>();  // (B)
@@ -128,12 +140,22 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
   params.flip_prob = a.random && a.horizontal_flip ? 0.5f : 0.0f;
   for (size_t c = 0; c < a.mean.size(); ++c) params.mean[c] = a.mean[c];
   for (size_t c = 0; c < a.std.size(); ++c) params.std[c] = a.std[c];
-  const kernels::AugmentShape shape{count, set.size(), set.channels(), set.height(), set.width()};
   // Position start + b of epoch e draws counter (e << 32) + start + b: see the class comment.
   const uint64_t offset = (static_cast<uint64_t>(epoch_) << 32) + static_cast<uint64_t>(start);
-  kernels::augment_gather<float>(kernels::CpuContext{options_.kernel_threads}, shape, params,
-                                 options_.seed, offset, set.pixels().data(), indices,
-                                 batch.images.data<float>());
+  if (on_device()) {
+    // Indices were checked against the set when the index list was set; the uploads queue
+    // behind the device's work without waiting for it.
+    batch.indices = batch.indices.to(options_.device);
+    batch.labels = batch.labels.to(options_.device);
+    batch.images = augment_images(device_pixels_, batch.indices, params, options_.seed, offset);
+  } else {
+    batch.images = Tensor::empty({count, set.channels(), set.height(), set.width()}, DType::f32);
+    const kernels::AugmentShape shape{count, set.size(), set.channels(), set.height(),
+                                      set.width()};
+    kernels::augment_gather<float>(kernels::CpuContext{options_.kernel_threads}, shape, params,
+                                   options_.seed, offset, set.pixels().data(), indices,
+                                   batch.images.data<float>());
+  }
   if (options_.batch_hook) options_.batch_hook(batch);
   return batch;
 }
@@ -168,7 +190,7 @@ void DataLoader::worker_loop() {
 std::optional<Batch> DataLoader::next() {
   if (!started_) throw std::logic_error("DataLoader::next: call begin_epoch first");
   if (!running_) return std::nullopt;
-  if (options_.prefetch_batches == 0) {
+  if (options_.prefetch_batches == 0 || on_device()) {
     if (next_batch_ >= batch_count_) {
       running_ = false;
       return std::nullopt;

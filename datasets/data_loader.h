@@ -17,7 +17,7 @@
 
 namespace retort::data {
 
-// One batch, on the CPU. B is the batch size except for a partial last batch.
+// One batch, on the loader's device. B is the batch size except for a partial last batch.
 struct Batch {
   Tensor images;   // (B, C, H, W) f32, augmented and normalised
   Tensor labels;   // (B) i64
@@ -50,6 +50,12 @@ struct DataLoaderOptions {
   // Runs on the preparing thread after each batch is made (an extra transform, a copy to a
   // device); an exception it throws is re-thrown by next().
   std::function<void(Batch&)> batch_hook;
+  // Where batches are made. On a CUDA device the loader keeps a device copy of the set's uint8
+  // pixels (uploaded again when ImageSet::pixels_version() changes, checked at begin_epoch) and
+  // augments there: per batch only the indices and labels cross the bus, and the images are the
+  // same bits as the CPU path makes. Device batches are made on the caller's thread inside
+  // next() (launching the kernel takes microseconds), so prefetch_batches is not used there.
+  Device device = Device::cpu();
 };
 
 // Iterates an ImageSet in batches over a list of indices into it (the current training set,
@@ -109,6 +115,7 @@ class DataLoader {
   };
 
   Batch make_batch(int64_t batch_index) const;
+  bool on_device() const { return !options_.device.is_cpu(); }
   void worker_loop();
   void stop_worker();
 
@@ -122,6 +129,9 @@ class DataLoader {
   bool running_ = false;
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;  // this epoch's indices in serving order
+  // Device loaders: the set's pixels on the device and the pixels_version() they were copied at.
+  Tensor device_pixels_;
+  uint64_t device_pixels_version_ = 0;
   int64_t batch_count_ = 0;
   int64_t next_batch_ = 0;  // synchronous mode: the next batch to make
 

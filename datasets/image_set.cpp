@@ -76,6 +76,7 @@ const uint8_t* ImageSet::image(int64_t index) const {
 
 uint8_t* ImageSet::mutable_image(int64_t index) {
   check_index(index);
+  ++pixels_version_;
   return pixels_.data() + index * image_numel();
 }
 

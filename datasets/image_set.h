@@ -49,7 +49,13 @@ class ImageSet {
   Sample sample(int64_t index) const { return {image(index), label(index), index}; }
 
   const std::vector<uint8_t>& pixels() const { return pixels_; }  // (N, C, H, W)
-  std::vector<uint8_t>& mutable_pixels() { return pixels_; }      // (N, C, H, W)
+  // (N, C, H, W). Every mutable access (here and mutable_image) counts as a change: a DataLoader
+  // holding a device copy of the pixels compares pixels_version() and uploads them again.
+  std::vector<uint8_t>& mutable_pixels() {
+    ++pixels_version_;
+    return pixels_;
+  }
+  uint64_t pixels_version() const { return pixels_version_; }
   const std::vector<int64_t>& labels() const { return labels_; }  // (N)
 
   // 0, 1, ..., size() - 1: the full training set's index list.
@@ -64,6 +70,7 @@ class ImageSet {
 
   int64_t count_ = 0, channels_ = 0, height_ = 0, width_ = 0;
   std::vector<uint8_t> pixels_;  // (N, C, H, W)
+  uint64_t pixels_version_ = 0;
   std::vector<int64_t> labels_;  // (N)
   int64_t num_classes_ = 0;
   std::vector<std::string> class_names_;
