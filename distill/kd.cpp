@@ -9,13 +9,28 @@
 namespace retort::distill {
 
 KdObjective::KdObjective(std::shared_ptr<nn::Module> teacher, KdOptions options)
-    : teacher_(std::move(teacher)), options_(options) {
-  if (!teacher_) throw std::invalid_argument("KD needs a teacher model");
+    : options_(options) {
   if (!(options_.temperature > 0.0)) throw std::invalid_argument("--kd-temperature must be > 0");
   if (options_.gamma < 0.0 || options_.alpha < 0.0) {
     throw std::invalid_argument("--gamma and --alpha must be >= 0");
   }
-  teacher_->eval();
+  set_teacher(std::move(teacher));
+}
+
+void KdObjective::set_teacher(std::shared_ptr<nn::Module> teacher) {
+  if (!teacher) throw std::invalid_argument("KD needs a teacher model");
+  // Fold the new teacher before releasing the old fold, so a refusal leaves the objective as it
+  // was.
+  nn::BatchNormFold fold =
+      options_.fold_teacher_bn ? nn::BatchNormFold(teacher) : nn::BatchNormFold();
+  teacher->eval();
+  teacher_fold_ = std::move(fold);
+  teacher_ = std::move(teacher);
+}
+
+nn::Module& KdObjective::teacher() {
+  teacher_fold_.invalidate();
+  return *teacher_;
 }
 
 void KdObjective::on_epoch_begin(int64_t /*epoch*/) { teacher_->eval(); }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "nn/fold.h"
 
 namespace retort::nn::init {
 namespace {
@@ -33,17 +34,20 @@ void uniform_(const Tensor& t, double low, double high, Generator& gen) {
   NoGradGuard no_grad;
   Tensor target = t.detach();
   target.copy_(Tensor::rand(t.shape(), gen, low, high, t.dtype(), t.device()));
+  note_tensor_written(t);
 }
 
 void normal_(const Tensor& t, double mean, double std, Generator& gen) {
   NoGradGuard no_grad;
   Tensor target = t.detach();
   target.copy_(Tensor::randn(t.shape(), gen, mean, std, t.dtype(), t.device()));
+  note_tensor_written(t);
 }
 
 void constant_(const Tensor& t, double value) {
   Tensor target = t.detach();
   target.fill_(value);
+  note_tensor_written(t);
 }
 
 void kaiming_normal_fan_out_(const Tensor& weight, Generator& gen) {

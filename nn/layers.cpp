@@ -3,7 +3,9 @@
 
 #include <stdexcept>
 
+#include "nn/fold.h"
 #include "nn/init.h"
+#include "nn/slimmable.h"
 
 namespace retort::nn {
 namespace {
@@ -45,6 +47,11 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, G
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
+  if (fold_) {
+    if (const FoldedConv* folded = fold_->conv_forward()) {
+      return conv2d(x, folded->weight, folded->bias, folded->options);
+    }
+  }
   return conv2d(x, weight_, bias_, op_options());
 }
 
@@ -63,10 +70,16 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, double eps, double momentum)
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  // Folded: the conv before this BN already computed BN(conv(x)).
+  if (fold_ && fold_->bn_forward_is_identity()) return x;
   const bool training = is_training();
   Tensor y = batch_norm(x, weight_, bias_, running_mean_, running_var_, training, momentum_, eps_);
-  // After the op succeeded, so a rejected input does not count as a batch.
-  if (training) ++*num_batches_tracked_.data<int64_t>();
+  // After the op succeeded, so a rejected input does not count as a batch; the running
+  // statistics moved, so caches of them (a BN fold) must see a new state version.
+  if (training) {
+    ++*num_batches_tracked_.data<int64_t>();
+    bump_state_version();
+  }
   return y;
 }
 
@@ -107,6 +120,18 @@ const std::shared_ptr<Module>& Sequential::at(size_t index) const {
                             std::to_string(size()));
   }
   return named_children()[index].second;
+}
+
+void Sequential::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  const auto& children = named_children();
+  for (size_t i = 0; i + 1 < children.size(); ++i) {
+    auto* conv = dynamic_cast<Conv2d*>(children[i].second.get());
+    Module* next = children[i + 1].second.get();
+    const bool next_is_bn = dynamic_cast<BatchNorm2d*>(next) != nullptr ||
+                            dynamic_cast<SwitchableBatchNorm2d*>(next) != nullptr;
+    if (conv != nullptr && next_is_bn) out.push_back({conv, next});
+  }
+  Module::collect_conv_bn_pairs(out);
 }
 
 Tensor Sequential::forward(const Tensor& x) {

@@ -12,6 +12,8 @@
 
 namespace retort::nn {
 
+class ConvBnFold;
+
 // --- Conv2d
 // ---------------------------------------------------------------------------------------
 
@@ -46,6 +48,11 @@ class Conv2d : public Module {
   int64_t in_channels_, out_channels_, kernel_size_;
   Conv2dConfig config_;
   Tensor weight_, bias_;
+  // Set while this conv is folded with the BN after it (nn/fold.h); forward asks it first.
+  std::shared_ptr<ConvBnFold> fold_;
+
+ private:
+  friend class ConvBnFold;
 };
 
 // --- BatchNorm2d
@@ -74,6 +81,12 @@ class BatchNorm2d : public Module {
   int64_t num_features_;
   double eps_, momentum_;
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+  // Set while this BN is folded into the conv before it (nn/fold.h): when that conv ran folded,
+  // forward returns its input.
+  std::shared_ptr<ConvBnFold> fold_;
+
+ private:
+  friend class ConvBnFold;
 };
 
 // --- Linear
@@ -172,6 +185,9 @@ class Sequential : public Module {
   explicit Sequential(std::vector<std::shared_ptr<Module>> modules);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Sequential"; }
+  // Each child's output is the next child's only input, so a conv child directly followed by a
+  // BN child (BatchNorm2d or SwitchableBatchNorm2d) is a foldable pair; then the children's own.
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
   void push_back(std::shared_ptr<Module> module);
   size_t size() const { return named_children().size(); }

@@ -35,6 +35,9 @@ Tensor Module::operator()(const Tensor& x) {
 }
 
 void Module::train(bool on) {
+  // Training may write anything (BN running statistics, an optimiser's steps): a cache made in
+  // evaluation must not outlive it.
+  if (on) ++state_version_;
   training_ = on;
   on_mode_change();
   for (auto& [name, child] : children_) child->train(on);
@@ -51,6 +54,7 @@ void Module::for_each_tensor(Fn&& fn) {
 
 void Module::to(Device device) {
   require_available(device);
+  mark_state_changed();
   for_each_tensor([&](Tensor& t, bool /*is_parameter*/, bool follows_device) {
     if (!follows_device || t.device() == device) return;
     adopt_storage(t, t.to(device));
@@ -64,6 +68,7 @@ void Module::to(DType dtype) {
     throw std::invalid_argument("Module::to: parameters can only be converted to f32 or f64, got " +
                                 std::string(dtype_name(dtype)));
   }
+  mark_state_changed();
   for_each_tensor([&](Tensor& t, bool /*is_parameter*/, bool /*follows_device*/) {
     if (!is_floating(t.dtype()) || t.dtype() == dtype) return;
     adopt_storage(t, t.to(dtype));
@@ -183,7 +188,17 @@ void Module::load_state_dict(const NamedTensors& state, bool strict) {
     }
     throw std::invalid_argument(msg.str());
   }
+  mark_state_changed();
   for (auto& [dst, src] : copies) dst.copy_(src);
+}
+
+void Module::mark_state_changed() {
+  ++state_version_;
+  for (auto& [name, child] : children_) child->mark_state_changed();
+}
+
+void Module::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  for (auto& [name, child] : children_) child->collect_conv_bn_pairs(out);
 }
 
 void Module::zero_grad() {

@@ -12,6 +12,17 @@
 
 namespace retort::nn {
 
+class Conv2d;
+class Module;
+
+// A convolution whose output feeds one batch norm and nothing else, so that in evaluation the BN
+// can be folded into the conv (nn/fold.h). `bn` is a BatchNorm2d (with a Conv2d) or a
+// SwitchableBatchNorm2d (with a SlimmableConv2d on the same width switch).
+struct ConvBnPair {
+  Conv2d* conv = nullptr;
+  Module* bn = nullptr;
+};
+
 // Tensors with PyTorch-style dotted names ("layer1.0.conv1.weight"), in registration order.
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
@@ -79,6 +90,22 @@ class Module {
   void load_state_dict(const NamedTensors& state, bool strict = true);
   // Sets every parameter's gradient to undefined.
   void zero_grad();
+  // A counter that moves whenever this module's tensors may have changed under it: to(),
+  // load_state_dict(), entering training mode, a training-mode BN forward (running statistics),
+  // and mark_state_changed(). Caches derived from the tensors (folded BN, nn/fold.h) compare it.
+  uint64_t state_version() const { return state_version_; }
+  // Moves the state version of this module and every descendant: call it after writing into
+  // parameters or buffers by other means (Tensor::copy_ on a handle) while a cache is alive.
+  void mark_state_changed();
+
+  // --- batch-norm folding (nn/fold.h) -----------------------------------------------------------
+  // Appends the conv -> BN pairs this module can fold in evaluation: those whose conv output
+  // reaches the BN and nothing else (not a residual sum, not a second consumer). The default
+  // declares none of its own and asks each child; a module that knows such a pair among its
+  // children overrides it, declares the pair, and calls the default for its children's pairs. A
+  // pair declared wrongly changes the folded forward's result, so declare only what the forward
+  // code guarantees, not what the registration order suggests.
+  virtual void collect_conv_bn_pairs(std::vector<ConvBnPair>& out);
 
   // --- forward hooks
   // -------------------------------------------------------------------------------- Called after
@@ -100,6 +127,9 @@ class Module {
   }
   // Called by train() on each module after its flag changed (most layers need nothing).
   virtual void on_mode_change() {}
+  // Moves this module's own state version (not its children's): a layer that writes its own
+  // state during forward (BatchNorm2d's running statistics) calls it.
+  void bump_state_version() { ++state_version_; }
 
  private:
   void check_new_name(const std::string& name, const char* what) const;
@@ -115,6 +145,7 @@ class Module {
   std::vector<std::pair<int64_t, ForwardHook>> hooks_;
   int64_t next_hook_id_ = 0;
   bool training_ = true;
+  uint64_t state_version_ = 0;
 };
 
 }  // namespace retort::nn

@@ -6,6 +6,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "nn/fold.h"
+
 namespace retort::nn {
 namespace {
 
@@ -96,6 +98,7 @@ void SGD::step() {
       }
     }
     sgd_step(p, g.is_contiguous() ? g : g.contiguous(), buf, o, first);
+    note_tensor_written(p);  // a BN fold made from p (nn/fold.h) must recompute
   }
   ++step_count_;
 }

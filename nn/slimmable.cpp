@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "nn/fold.h"
+
 namespace retort::nn {
 namespace {
 
@@ -163,6 +165,11 @@ Tensor SlimmableConv2d::forward(const Tensor& x) {
                                 " expects (N, " + std::to_string(in) + ", H, W) input, got " +
                                 x.str());
   }
+  if (fold_) {
+    if (const FoldedConv* folded = fold_->conv_forward()) {
+      return conv2d(x, folded->weight, folded->bias, folded->options);
+    }
+  }
   return conv2d(x, weight_at(index), bias_at(index),
                 Conv2dOptions::make(config_.stride, config_.padding, groups_at(index)));
 }
@@ -186,6 +193,8 @@ BatchNorm2d& SwitchableBatchNorm2d::bn_at(int64_t index) const {
 }
 
 Tensor SwitchableBatchNorm2d::forward(const Tensor& x) {
+  // Folded: the conv before this BN already applied the active width's BN.
+  if (fold_ && fold_->bn_forward_is_identity()) return x;
   return bn_at(widths_->index())(x);
 }
 

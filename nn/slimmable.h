@@ -66,6 +66,7 @@ class SlimmableConv2d : public Conv2d {
   int64_t out_channels_at(int64_t index) const;
   int64_t groups_at(int64_t index) const;
   bool depthwise() const { return depthwise_; }
+  const std::shared_ptr<const WidthSwitch>& width_switch() const { return widths_; }
   // The differentiable leading block used at width `index` (a view of weight()).
   Tensor weight_at(int64_t index) const;
   Tensor bias_at(int64_t index) const;  // undefined without bias
@@ -89,10 +90,14 @@ class SwitchableBatchNorm2d : public Module {
 
   BatchNorm2d& bn_at(int64_t index) const;
   int64_t num_features_at(int64_t index) const { return bn_at(index).num_features(); }
+  const std::shared_ptr<const WidthSwitch>& width_switch() const { return widths_; }
 
  private:
+  friend class ConvBnFold;
   std::shared_ptr<const WidthSwitch> widths_;
   std::shared_ptr<ModuleList> bn_;
+  // Set while folded into the SlimmableConv2d before it (nn/fold.h), at the active width.
+  std::shared_ptr<ConvBnFold> fold_;
 };
 
 // A Linear holding the full weight (out, in_max); at width index i it uses weight[:, :in_i] and

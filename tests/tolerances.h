@@ -26,4 +26,9 @@ inline constexpr double kGoldenF32Abs = 1e-4;
 inline constexpr double kParityF32Rel = 1e-4;
 inline constexpr double kParityF32Abs = 1e-5;
 
+// Path equivalence in float64 (a folded or fused path against the plain one, e.g. BN folding in
+// nn/fold.h): only the per-layer rounding of the rewritten weights and biases differs.
+inline constexpr double kPathF64Rel = 1e-10;
+inline constexpr double kPathF64Abs = 1e-10;
+
 }  // namespace retort::test

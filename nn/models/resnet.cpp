@@ -34,6 +34,12 @@ Tensor BasicBlock::forward(const Tensor& x) {
   return relu(out + shortcut);
 }
 
+void BasicBlock::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  out.push_back({conv1_.get(), bn1_.get()});
+  out.push_back({conv2_.get(), bn2_.get()});
+  Module::collect_conv_bn_pairs(out);
+}
+
 ResNet::ResNet(int64_t depth, const std::array<int64_t, 4>& filters, const ModelOptions& options) {
   if (depth < 8 || (depth - 2) % 6 != 0) {
     throw std::invalid_argument("ResNet: depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got " +
@@ -69,6 +75,11 @@ std::shared_ptr<Sequential> ResNet::make_layer(int64_t planes, int64_t blocks, i
     layer->push_back(std::make_shared<BasicBlock>(planes, planes, 1, false, gen));
   }
   return layer;
+}
+
+void ResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  out.push_back({conv1_.get(), bn1_.get()});
+  Module::collect_conv_bn_pairs(out);
 }
 
 Tensor ResNet::forward(const Tensor& x) {

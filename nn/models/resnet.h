@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "nn/layers.h"
 #include "nn/models/options.h"
@@ -18,6 +19,9 @@ class BasicBlock : public Module {
   BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, bool projection, Generator& gen);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "BasicBlock"; }
+  // conv1 -> bn1 and conv2 -> bn2 (each conv's output feeds only its BN), then the projection
+  // shortcut's downsample.0 -> downsample.1 (declared by the Sequential).
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
  private:
   std::shared_ptr<Conv2d> conv1_, conv2_;
@@ -34,6 +38,8 @@ class ResNet : public Module {
   ResNet(int64_t depth, const std::array<int64_t, 4>& filters, const ModelOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "ResNet"; }
+  // The stem's conv1 -> bn1, then every block's pairs: every BN of the model folds.
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
  private:
   std::shared_ptr<Sequential> make_layer(int64_t planes, int64_t blocks, int64_t stride,

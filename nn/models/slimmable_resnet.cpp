@@ -36,6 +36,12 @@ Tensor SlimmableBasicBlock::forward(const Tensor& x) {
   return relu(out + shortcut);
 }
 
+void SlimmableBasicBlock::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  out.push_back({conv1_.get(), bn1_.get()});
+  out.push_back({conv2_.get(), bn2_.get()});
+  Module::collect_conv_bn_pairs(out);
+}
+
 SlimmableResNet::SlimmableResNet(int64_t depth, const std::array<int64_t, 4>& filters,
                                  const ModelOptions& options, std::vector<double> widths)
     : SlimmableModel(std::move(widths)) {
@@ -86,6 +92,11 @@ std::shared_ptr<Sequential> SlimmableResNet::make_layer(int64_t planes, int64_t 
         std::make_shared<SlimmableBasicBlock>(shared_widths(), out_list, out_list, 1, false, gen));
   }
   return layer;
+}
+
+void SlimmableResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  out.push_back({conv1_.get(), bn1_.get()});
+  Module::collect_conv_bn_pairs(out);
 }
 
 Tensor SlimmableResNet::forward(const Tensor& x) {

@@ -21,6 +21,8 @@ class SlimmableBasicBlock : public Module {
                       int64_t stride, bool projection, Generator& gen);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "SlimmableBasicBlock"; }
+  // As BasicBlock's: conv1 -> bn1, conv2 -> bn2, downsample.0 -> downsample.1.
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
  private:
   std::shared_ptr<SlimmableConv2d> conv1_, conv2_;
@@ -38,6 +40,8 @@ class SlimmableResNet : public SlimmableModel {
                   std::vector<double> widths = kDefaultSlimmableWidths);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "SlimmableResNet"; }
+  // As ResNet's: the stem and every block's pairs.
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
  private:
   std::shared_ptr<Sequential> make_layer(int64_t planes, int64_t blocks, int64_t stride,

@@ -39,6 +39,20 @@ Tensor SlimmableWideBasicBlock::forward(const Tensor& x) {
   return shortcut + out;
 }
 
+void SlimmableWideBasicBlock::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  out.push_back({conv1_.get(), bn2_.get()});
+  Module::collect_conv_bn_pairs(out);
+}
+
+Module* SlimmableWideBasicBlock::exclusive_input_bn() const {
+  return equal_in_out_ ? nullptr : bn1_.get();
+}
+
+Module* SlimmableNetworkBlock::exclusive_input_bn() const {
+  const auto* first = dynamic_cast<const SlimmableWideBasicBlock*>(layer_->at(0).get());
+  return first != nullptr ? first->exclusive_input_bn() : nullptr;
+}
+
 SlimmableNetworkBlock::SlimmableNetworkBlock(const std::shared_ptr<const WidthSwitch>& widths,
                                              int64_t blocks, const std::vector<int64_t>& in_planes,
                                              const std::vector<int64_t>& out_planes, int64_t stride,
@@ -89,6 +103,11 @@ SlimmableWideResNet::SlimmableWideResNet(int64_t depth, int64_t widen_factor,
     if (auto* conv = dynamic_cast<Conv2d*>(m)) init::kaiming_normal_fan_out_(conv->weight(), gen);
   }
   init::constant_(fc_->bias(), 0.0);
+}
+
+void SlimmableWideResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  if (Module* bn = block1_->exclusive_input_bn()) out.push_back({conv1_.get(), bn});
+  Module::collect_conv_bn_pairs(out);
 }
 
 Tensor SlimmableWideResNet::forward(const Tensor& x) {

@@ -21,6 +21,10 @@ class SlimmableWideBasicBlock : public Module {
                           const std::string& name);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "SlimmableBasicBlock"; }
+  // As WideBasicBlock's: conv1 -> bn2 only (pre-activation).
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
+  // As WideBasicBlock's: bn1 when the shortcut starts from the activated input, else null.
+  Module* exclusive_input_bn() const;
 
  private:
   bool equal_in_out_;
@@ -38,6 +42,7 @@ class SlimmableNetworkBlock : public Module {
                         const std::string& name);
   Tensor forward(const Tensor& x) override { return (*layer_)(x); }
   std::string type_name() const override { return "SlimmableNetworkBlock"; }
+  Module* exclusive_input_bn() const;  // the first block's
 
  private:
   std::shared_ptr<Sequential> layer_;
@@ -53,6 +58,9 @@ class SlimmableWideResNet : public SlimmableModel {
                       std::vector<double> widths = kDefaultSlimmableWidths);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "SlimmableWideResNet"; }
+  // As WideResNet's: every block's conv1 -> bn2, and the stem -> block1.layer.0.bn1 when that
+  // block has a projection shortcut (the same at every width: check_residual_structure).
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
  private:
   std::shared_ptr<SlimmableConv2d> conv1_;

@@ -36,6 +36,20 @@ Tensor WideBasicBlock::forward(const Tensor& x) {
   return shortcut + out;
 }
 
+void WideBasicBlock::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  out.push_back({conv1_.get(), bn2_.get()});
+  Module::collect_conv_bn_pairs(out);
+}
+
+Module* WideBasicBlock::exclusive_input_bn() const {
+  return equal_in_out_ ? nullptr : bn1_.get();
+}
+
+Module* NetworkBlock::exclusive_input_bn() const {
+  const auto* first = dynamic_cast<const WideBasicBlock*>(layer_->at(0).get());
+  return first != nullptr ? first->exclusive_input_bn() : nullptr;
+}
+
 NetworkBlock::NetworkBlock(int64_t blocks, int64_t in_planes, int64_t out_planes, int64_t stride,
                            Generator& gen) {
   layer_ = register_module("layer", std::make_shared<Sequential>());
@@ -83,6 +97,11 @@ WideResNet::WideResNet(int64_t depth, const std::array<int64_t, 4>& c,
     if (auto* conv = dynamic_cast<Conv2d*>(m)) init::kaiming_normal_fan_out_(conv->weight(), gen);
   }
   init::constant_(fc_->bias(), 0.0);
+}
+
+void WideResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
+  if (Module* bn = block1_->exclusive_input_bn()) out.push_back({conv1_.get(), bn});
+  Module::collect_conv_bn_pairs(out);
 }
 
 Tensor WideResNet::forward(const Tensor& x) {

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "nn/layers.h"
 #include "nn/models/options.h"
@@ -18,6 +19,13 @@ class WideBasicBlock : public Module {
   WideBasicBlock(int64_t in_planes, int64_t out_planes, int64_t stride, Generator& gen);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "BasicBlock"; }
+  // Pre-activation: the BNs come before the convs, so the only conv whose output feeds a BN and
+  // nothing else is conv1 -> bn2. conv2 and convShortcut feed the residual sum, whose BN (the
+  // next block's bn1 or the model's bn1) also sees the other addend: never folded.
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
+  // The BN that alone reads the block's input: bn1 when the shortcut starts from the activated
+  // input (in != out); null with an identity shortcut, which adds the raw input to the output.
+  Module* exclusive_input_bn() const;
 
  private:
   bool equal_in_out_;
@@ -33,6 +41,8 @@ class NetworkBlock : public Module {
                Generator& gen);
   Tensor forward(const Tensor& x) override { return (*layer_)(x); }
   std::string type_name() const override { return "NetworkBlock"; }
+  // The first block's exclusive_input_bn(): the group's input reaches only that BN, or null.
+  Module* exclusive_input_bn() const;
 
  private:
   std::shared_ptr<Sequential> layer_;
@@ -49,6 +59,10 @@ class WideResNet : public Module {
   WideResNet(int64_t depth, const std::array<int64_t, 4>& channels, const ModelOptions& options);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "WideResNet"; }
+  // Every block's conv1 -> bn2, and the stem conv1 -> block1.layer.0.bn1 when that block has a
+  // projection shortcut (stem channels != group-1 channels: widen factor > 1), since then the
+  // stem's output reaches that BN alone. The final bn1 reads the last residual sum: not folded.
+  void collect_conv_bn_pairs(std::vector<ConvBnPair>& out) override;
 
  private:
   std::shared_ptr<Conv2d> conv1_;
