@@ -317,24 +317,34 @@ void KcdPlugin::on_epoch_begin(Trainer& trainer, int64_t /*epoch*/) {
 
 void KcdPlugin::on_step(Trainer& /*trainer*/, const data::Batch& batch, const Tensor& logits) {
   if (!started_) throw std::logic_error("KcdPlugin::on_step before on_epoch_begin");
-  const std::vector<float> entropy = softmax_entropy(logits, 1.0).to_vector<float>();  // (B)
-  const std::vector<int64_t> indices = batch.indices.to_vector<int64_t>();             // (B)
-  if (entropy.size() != indices.size()) {
-    throw std::invalid_argument("KCD: " + std::to_string(entropy.size()) + " logit rows for " +
-                                std::to_string(indices.size()) + " batch indices");
+  Tensor entropy = softmax_entropy(logits, 1.0);  // (B)
+  if (entropy.numel() != batch.indices.numel()) {
+    throw std::invalid_argument("KCD: " + std::to_string(entropy.numel()) + " logit rows for " +
+                                std::to_string(batch.indices.numel()) + " batch indices");
   }
-  for (size_t b = 0; b < indices.size(); ++b) {
-    const int64_t i = indices[b];
-    if (i < 0 || i >= n_) {
-      throw std::out_of_range("KCD: sample index " + std::to_string(i) + " outside the " +
-                              std::to_string(n_) + "-image training set");
+  pending_steps_.emplace_back(std::move(entropy), batch.indices);
+}
+
+void KcdPlugin::flush_steps() const {
+  for (const auto& [entropy_t, indices_t] : pending_steps_) {
+    const std::vector<float> entropy = entropy_t.to_vector<float>();  // (B)
+    const std::vector<int64_t> indices = indices_t.to_vector<int64_t>();  // (B)
+    for (size_t b = 0; b < indices.size(); ++b) {
+      const int64_t i = indices[b];
+      if (i < 0 || i >= n_) {
+        pending_steps_.clear();
+        throw std::out_of_range("KCD: sample index " + std::to_string(i) + " outside the " +
+                                std::to_string(n_) + "-image training set");
+      }
+      column_[i] = entropy[b];  // seen twice in one epoch: the last value wins, as in the code
     }
-    column_[i] = entropy[b];  // seen twice in one epoch: the last value wins, as in the code
   }
+  pending_steps_.clear();
 }
 
 void KcdPlugin::on_epoch_end(Trainer& trainer, int64_t epoch) {
   if (!started_) throw std::logic_error("KcdPlugin::on_epoch_end before on_epoch_begin");
+  flush_steps();
   for (int64_t i = 0; i < n_; ++i) {
     const float v = column_[i];
     value_sum_[i] += std::max(v, 0.0f);  // clip(R, 0, max R): -1 "not seen" adds nothing
@@ -383,6 +393,7 @@ std::vector<std::pair<std::string, double>> KcdPlugin::log_fields() const {
 }
 
 nn::NamedTensors KcdPlugin::state() const {
+  flush_steps();
   if (!started_) return {};
   nn::NamedTensors s;
   s.emplace_back("config", Tensor::from_vector(config_values(resolved_, n_),

@@ -131,7 +131,10 @@ class KcdPlugin final : public TrainerPlugin {
   const std::vector<int64_t>& kept() const { return keep_; }
   const std::vector<double>& value_sums() const { return value_sum_; }     // S, (N)
   const std::vector<int64_t>& seen_counts() const { return seen_count_; }  // F, (N)
-  const std::vector<float>& current_column() const { return column_; }     // (N), -1 unseen
+  const std::vector<float>& current_column() const {  // (N), -1 unseen
+    flush_steps();
+    return column_;
+  }
   int64_t mix_count() const { return static_cast<int64_t>(mix_dst_.size()); }
   const std::vector<int64_t>& mix_destinations() const { return mix_dst_; }
   int64_t condensations() const { return condensations_; }
@@ -140,6 +143,9 @@ class KcdPlugin final : public TrainerPlugin {
   void start(Trainer& trainer);
   void restore(Trainer& trainer);
   void condense(Trainer& trainer);
+  // Copies the entropies of the steps since the last flush into column_ (one wait for the device
+  // per epoch instead of one per step).
+  void flush_steps() const;
 
   KcdOptions requested_;
   KcdOptions resolved_;
@@ -148,7 +154,10 @@ class KcdPlugin final : public TrainerPlugin {
   int64_t n_ = 0;                    // training-set size N
   std::vector<double> value_sum_;    // (N) S: sum of clipped entropies
   std::vector<int64_t> seen_count_;  // (N) F: epochs with a value > 0
-  std::vector<float> column_;        // (N) this epoch's entropies, -1 = not seen
+  mutable std::vector<float> column_;  // (N) this epoch's entropies, -1 = not seen
+  // Each step's per-sample entropies and sample indices, (B) each, on the model's device, until
+  // flush_steps() writes them into column_ in step order.
+  mutable std::vector<std::pair<Tensor, Tensor>> pending_steps_;
   std::vector<int64_t> keep_;        // current kept set, original indices in rank order
   int64_t condensations_ = 0;
   // Mix operations so far, in the order applied.

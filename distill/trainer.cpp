@@ -28,6 +28,8 @@ constexpr const char* kCheckpointFile = "checkpoint.safetensors";
 constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kBestFile = "best.safetensors";
 constexpr int64_t kVirtualStepsPerEpoch = 1 << 20;  // resolution of the cosine schedule
+// Steps between reads of the device-side loss/accuracy sums when no progress line asks sooner.
+constexpr int64_t kStatsInterval = 50;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -98,10 +100,14 @@ class Progress {
   Progress(bool enabled, int64_t epoch, int64_t epochs, int64_t batches)
       : enabled_(enabled), epoch_(epoch), epochs_(epochs), batches_(batches),
         start_(Clock::now()) {}
+  // True when update() would draw now: the caller reads its statistics from the device only
+  // then (a read waits for the device).
+  bool due(int64_t done) const {
+    return enabled_ && (done >= batches_ || seconds_since(start_) - last_draw_ >= 0.2);
+  }
   void update(int64_t done, int64_t samples, double loss, double acc) {
-    if (!enabled_) return;
+    if (!due(done)) return;
     const double elapsed = seconds_since(start_);
-    if (done < batches_ && elapsed - last_draw_ < 0.2) return;
     last_draw_ = elapsed;
     const int width = 24;
     const int filled = batches_ > 0 ? static_cast<int>(width * done / batches_) : width;
@@ -178,6 +184,7 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, std::shared_ptr<data::ImageS
   train_opts.augment = options_.augment;
   train_opts.augment.random = true;
   train_opts.prefetch_batches = options_.prefetch_batches;
+  train_opts.device = options_.device;
   train_loader_ = std::make_unique<data::DataLoader>(train_set_, train_set_->all_indices(),
                                                      train_opts);
   data::DataLoaderOptions test_opts;
@@ -186,6 +193,7 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, std::shared_ptr<data::ImageS
   test_opts.augment = options_.augment;
   test_opts.augment.random = false;
   test_opts.prefetch_batches = options_.prefetch_batches;
+  test_opts.device = options_.device;
   test_loader_ = std::make_unique<data::DataLoader>(test_set_, test_set_->all_indices(), test_opts);
 
   const nn::MultiStepLR multistep(options_.sgd.lr, options_.milestones, options_.gamma);
@@ -213,21 +221,26 @@ std::tuple<double, double, double> Trainer::evaluate() {
   NoGradGuard no_grad;
   const bool was_training = model_->is_training();
   model_->eval();
-  double loss_sum = 0.0;
-  int64_t top1 = 0, top5 = 0, count = 0;
+  // Loss and top-1 are summed where they are computed; top-5 is counted on the host.
+  Tensor loss_sum, top1 = Tensor::zeros({1}, DType::i64, options_.device);
+  int64_t top5 = 0, count = 0;
   test_loader_->begin_epoch(0);
   while (auto batch = test_loader_->next()) {
     Tensor images = batch->images.to(options_.device);
     Tensor labels = batch->labels.to(options_.device);
     Tensor logits = (*model_)(images);
-    const int64_t n = labels.size(0);
-    loss_sum += cross_entropy(logits, labels, Reduction::sum).item();
-    top1 += nn::count_correct(logits, labels, 1);
+    Tensor batch_loss = cross_entropy(logits, labels, Reduction::sum);
+    if (loss_sum.defined()) {
+      accumulate_(loss_sum, batch_loss);
+    } else {
+      loss_sum = batch_loss.clone();
+    }
+    count_top1_(top1, logits, labels);
     top5 += nn::count_correct(logits, labels, 5);
-    count += n;
+    count += labels.size(0);
   }
   model_->train(was_training);
-  return {loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count};
+  return {loss_sum.item() / count, 100.0 * top1.item() / count, 100.0 * top5 / count};
 }
 
 RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
@@ -254,8 +267,23 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
     EpochStats stats;
     stats.epoch = epoch;
     stats.lr = lr_fn_(epoch, 0.0);
+    // The step's loss and top-1 hits are summed on the model's device and read back only when
+    // the progress line is drawn, every kStatsInterval steps and at the end of the epoch: on a
+    // GPU each read waits for the device, which must not happen every step.
+    const bool on_cpu = options_.device.is_cpu();
+    Tensor loss_acc;
+    Tensor correct_acc = Tensor::zeros({1}, DType::i64, options_.device);
     double loss_sum = 0.0;
     int64_t correct = 0, step = 0;
+    auto read_stats = [&] {
+      loss_sum = loss_acc.defined() ? loss_acc.item() : 0.0;
+      correct = static_cast<int64_t>(correct_acc.item());
+      if (!std::isfinite(loss_sum)) {
+        throw std::runtime_error("training diverged: the loss is " + std::to_string(loss_sum) +
+                                 " by epoch " + std::to_string(epoch) + ", step " +
+                                 std::to_string(step) + " (try a lower --lr)");
+      }
+    };
     while (auto batch = train_loader_->next()) {
       optimizer_->set_lr(lr_fn_(epoch, static_cast<double>(step) / batches));
       data::Batch device_batch{batch->images.to(options_.device),
@@ -263,25 +291,28 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
                                batch->indices.to(options_.device)};
       Tensor logits = (*model_)(device_batch.images);
       Tensor loss = objective_->loss(logits, device_batch);
-      const double loss_value = loss.item();
-      if (!std::isfinite(loss_value)) {
-        throw std::runtime_error("training diverged: loss is " + std::to_string(loss_value) +
-                                 " at epoch " + std::to_string(epoch) + ", step " +
-                                 std::to_string(step + 1) + " (try a lower --lr)");
-      }
       optimizer_->zero_grad();
       loss.backward();
       optimizer_->step();
       Tensor detached = logits.detach();
       for (auto& plugin : plugins_) plugin->on_step(*this, device_batch, detached);
       const int64_t n = device_batch.labels.size(0);
-      loss_sum += loss_value * n;
-      correct += nn::count_correct(detached, device_batch.labels, 1);
+      Tensor batch_loss = loss.detach() * static_cast<double>(n);
+      if (loss_acc.defined()) {
+        accumulate_(loss_acc, batch_loss);
+      } else {
+        loss_acc = batch_loss;
+      }
+      count_top1_(correct_acc, detached, device_batch.labels);
       stats.samples += n;
       ++step;
-      progress.update(step, stats.samples, loss_sum / stats.samples,
-                      100.0 * correct / stats.samples);
+      if (on_cpu || progress.due(step) || step % kStatsInterval == 0) {
+        read_stats();
+        progress.update(step, stats.samples, loss_sum / stats.samples,
+                        100.0 * correct / stats.samples);
+      }
     }
+    read_stats();
     progress.finish();
     stats.train_seconds = seconds_since(epoch_start);
     stats.train_loss = loss_sum / std::max<int64_t>(stats.samples, 1);

@@ -149,6 +149,13 @@ void TrainFlags::add_to(CLI::App& app) {
   app.add_option("--gamma", gamma, "Multistep decay factor")->check(positive())->capture_default_str();
   app.add_option("--seed", seed, "Seed of the model's initial weights, the data order and augmentation")->capture_default_str();
   app.add_option("--device", device, "cpu, cuda, cuda:N, or auto (the GPU when one is present)")->capture_default_str();
+  app.add_option("--precision", precision,
+                 "CUDA math: tf32 (convs and GEMMs on TF32 tensor cores, fp32 storage; PyTorch's "
+                 "default for convs) or fp32 (strict). The CPU always computes in fp32")
+      ->check(CLI::IsMember({"tf32", "fp32"}))->capture_default_str();
+  app.add_flag("--deterministic", deterministic,
+               "CUDA: pin cuDNN to deterministic algorithms and turn TF32 off, so two runs with "
+               "one seed give the same bits (slower)");
   app.add_option("--threads", threads, "CPU threads for the kernels (0: all cores)")->check(non_negative())->capture_default_str();
   app.add_option("--run-dir", run_dir, "Where the log, checkpoints and weights go (default: runs/<name>)");
   app.add_flag("--resume", resume, "Continue from <run-dir>/checkpoint.safetensors when it exists");
@@ -179,6 +186,8 @@ distill::TrainerOptions TrainFlags::to_options(const LoadedData& data,
   o.gamma = gamma;
   o.seed = seed;
   o.device = resolve_device(device);
+  set_cuda_math({.allow_tf32 = precision == "tf32" && !deterministic,
+                 .deterministic = deterministic});
   o.resume = resume;
   o.log_jsonl = log_format == "jsonl";
   o.quiet = quiet;

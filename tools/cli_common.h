@@ -52,6 +52,8 @@ struct TrainFlags {
   double gamma = 0.1;
   uint64_t seed = 0;
   std::string device = "auto";
+  std::string precision = "tf32";
+  bool deterministic = false;
   int threads = 0;
   std::string run_dir;
   bool resume = false;
