@@ -1,6 +1,8 @@
 // The training loop: epochs, learning rate, evaluation, progress, logs, checkpoints and resume.
 #include "distill/trainer.h"
 
+#include "distill/graph_step.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -174,6 +176,16 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, std::shared_ptr<data::ImageS
     options_.milestones = default_milestones(options_.epochs);
   }
   require_available(options_.device);
+  if (options_.cuda_graph) {
+    if (!options_.device.is_cuda()) {
+      throw std::invalid_argument("--cuda-graph needs a CUDA device (got --device " +
+                                  options_.device.str() + ")");
+    }
+    if (options_.schedule != LrScheduleKind::multistep) {
+      throw std::invalid_argument("--cuda-graph needs --schedule multistep: a captured step "
+                                  "keeps its learning rate, and cosine changes it every step");
+    }
+  }
   model_->to(options_.device);
   optimizer_ = std::make_unique<nn::SGD>(model_->named_parameters(), options_.sgd);
 
@@ -243,7 +255,27 @@ std::tuple<double, double, double> Trainer::evaluate() {
   return {loss_sum.item() / count, 100.0 * top1.item() / count, 100.0 * top5 / count};
 }
 
+DType Trainer::model_dtype() const {
+  const nn::NamedTensors params = model_->named_parameters();
+  return params.empty() ? DType::f32 : params.front().second.dtype();
+}
+
+void Trainer::train_step(const data::Batch& batch) {
+  Tensor logits = (*model_)(batch.images);
+  Tensor loss = objective_->loss(logits, batch);
+  optimizer_->zero_grad();
+  loss.backward();
+  optimizer_->step();
+  step_logits_ = logits.detach();
+  accumulate_(loss_acc_, loss.detach() * static_cast<double>(batch.labels.size(0)));
+  count_top1_(correct_acc_, step_logits_, batch.labels);
+}
+
 RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
+  if (options_.cuda_graph && !graphed_) {
+    graphed_ = std::make_unique<GraphedStep>(
+        model_, [this](const data::Batch& b) { train_step(b); }, options_.device);
+  }
   std::error_code ec;
   fs::create_directories(options_.run_dir, ec);
   if (ec) throw std::runtime_error("cannot create run directory " + options_.run_dir);
@@ -271,13 +303,19 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
     // the progress line is drawn, every kStatsInterval steps and at the end of the epoch: on a
     // GPU each read waits for the device, which must not happen every step.
     const bool on_cpu = options_.device.is_cpu();
-    Tensor loss_acc;
-    Tensor correct_acc = Tensor::zeros({1}, DType::i64, options_.device);
+    // Zeroed in place: a captured step keeps the addresses it was recorded with.
+    if (!loss_acc_.defined() || loss_acc_.dtype() != model_dtype()) {
+      loss_acc_ = Tensor::zeros({}, model_dtype(), options_.device);
+      correct_acc_ = Tensor::zeros({1}, DType::i64, options_.device);
+    }
+    loss_acc_.fill_(0.0);
+    correct_acc_.fill_(0.0);
+    if (graphed_) graphed_->recapture();  // new learning rate, plugins may have changed things
     double loss_sum = 0.0;
     int64_t correct = 0, step = 0;
     auto read_stats = [&] {
-      loss_sum = loss_acc.defined() ? loss_acc.item() : 0.0;
-      correct = static_cast<int64_t>(correct_acc.item());
+      loss_sum = loss_acc_.item();
+      correct = static_cast<int64_t>(correct_acc_.item());
       if (!std::isfinite(loss_sum)) {
         throw std::runtime_error("training diverged: the loss is " + std::to_string(loss_sum) +
                                  " by epoch " + std::to_string(epoch) + ", step " +
@@ -289,22 +327,15 @@ RunReport Trainer::run(std::optional<int64_t> stop_after_epoch) {
       data::Batch device_batch{batch->images.to(options_.device),
                                batch->labels.to(options_.device),
                                batch->indices.to(options_.device)};
-      Tensor logits = (*model_)(device_batch.images);
-      Tensor loss = objective_->loss(logits, device_batch);
-      optimizer_->zero_grad();
-      loss.backward();
-      optimizer_->step();
-      Tensor detached = logits.detach();
-      for (auto& plugin : plugins_) plugin->on_step(*this, device_batch, detached);
-      const int64_t n = device_batch.labels.size(0);
-      Tensor batch_loss = loss.detach() * static_cast<double>(n);
-      if (loss_acc.defined()) {
-        accumulate_(loss_acc, batch_loss);
+      const int64_t steps_before = optimizer_->step_count();
+      if (graphed_) {
+        graphed_->run(device_batch);
       } else {
-        loss_acc = batch_loss;
+        train_step(device_batch);
       }
-      count_top1_(correct_acc, detached, device_batch.labels);
-      stats.samples += n;
+      optimizer_->set_step_count(steps_before + 1);  // a replay does not move the host count
+      for (auto& plugin : plugins_) plugin->on_step(*this, device_batch, step_logits_);
+      stats.samples += device_batch.labels.size(0);
       ++step;
       if (on_cpu || progress.due(step) || step % kStatsInterval == 0) {
         read_stats();

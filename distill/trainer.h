@@ -17,6 +17,8 @@
 
 namespace retort::distill {
 
+class GraphedStep;
+
 // The loss one training step minimises, given the student's logits for a batch. Teacher-only
 // training and vanilla students use cross-entropy; distillation adds teacher terms.
 class Objective {
@@ -80,6 +82,12 @@ struct TrainerOptions {
   bool log_jsonl = false;        // log.jsonl instead of log.csv
   bool quiet = false;            // no progress output at all
   int prefetch_batches = 3;
+  // CUDA only: after three eager steps, each epoch's full-size training step is captured once as
+  // a CUDA graph and replayed (distill/graph_step.h); the epoch's last partial batch runs
+  // eagerly. Needs a learning rate that changes only between epochs (the multistep schedule).
+  // The step must stay on the device: an objective or plugin that reads values back inside the
+  // step (slimmable joint training) is refused with an error at the capture.
+  bool cuda_graph = false;
   // Written into model.safetensors and best.safetensors (e.g. {"model": "resnet20"}), so a
   // command that loads the weights later knows what they belong to.
   std::map<std::string, std::string> weights_metadata;
@@ -139,6 +147,10 @@ class Trainer {
   void set_lr_function(std::function<double(int64_t epoch, double fraction)> fn);
 
  private:
+  // One training step: forward, objective, backward, SGD, and the step's loss and top-1 hits
+  // added to the epoch's device-side sums. Everything stays on the device (it may be captured).
+  void train_step(const data::Batch& batch);
+  DType model_dtype() const;
   void save_checkpoint(int64_t epoch, const RunReport& report) const;
   int64_t load_checkpoint(RunReport& report);
   void write_log(const RunReport& report) const;
@@ -154,6 +166,9 @@ class Trainer {
   std::unique_ptr<data::DataLoader> train_loader_;
   std::unique_ptr<data::DataLoader> test_loader_;
   std::function<double(int64_t, double)> lr_fn_;
+  std::unique_ptr<GraphedStep> graphed_;
+  Tensor loss_acc_, correct_acc_;  // the epoch's loss sum (model dtype) and top-1 hits (i64)
+  Tensor step_logits_;             // the last step's logits, detached, for the plugins
 };
 
 // Formats a report table row set: "name | last | best (epoch) | passes | time".

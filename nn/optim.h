@@ -49,6 +49,8 @@ class SGD {
   double lr() const { return options_.lr; }
   const SgdOptions& options() const { return options_; }
   int64_t step_count() const { return step_count_; }
+  // For a step replayed from a CUDA graph, whose host-side count did not move.
+  void set_step_count(int64_t count) { step_count_ = count; }
   const NamedTensors& params() const { return params_; }
 
   // Handles to the live momentum buffers (not copies: a later step() changes them; clone what

@@ -156,6 +156,9 @@ void TrainFlags::add_to(CLI::App& app) {
   app.add_flag("--deterministic", deterministic,
                "CUDA: pin cuDNN to deterministic algorithms and turn TF32 off, so two runs with "
                "one seed give the same bits (slower)");
+  app.add_flag("--cuda-graph", cuda_graph,
+               "CUDA: capture each epoch's training step once as a CUDA graph and replay it (one "
+               "launch per step instead of hundreds; needs --schedule multistep)");
   app.add_option("--threads", threads, "CPU threads for the kernels (0: all cores)")->check(non_negative())->capture_default_str();
   app.add_option("--run-dir", run_dir, "Where the log, checkpoints and weights go (default: runs/<name>)");
   app.add_flag("--resume", resume, "Continue from <run-dir>/checkpoint.safetensors when it exists");
@@ -188,6 +191,7 @@ distill::TrainerOptions TrainFlags::to_options(const LoadedData& data,
   o.device = resolve_device(device);
   set_cuda_math({.allow_tf32 = precision == "tf32" && !deterministic,
                  .deterministic = deterministic});
+  o.cuda_graph = cuda_graph;
   o.resume = resume;
   o.log_jsonl = log_format == "jsonl";
   o.quiet = quiet;

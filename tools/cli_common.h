@@ -54,6 +54,7 @@ struct TrainFlags {
   std::string device = "auto";
   std::string precision = "tf32";
   bool deterministic = false;
+  bool cuda_graph = false;
   int threads = 0;
   std::string run_dir;
   bool resume = false;

@@ -6,6 +6,8 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cuda/check.h"
@@ -35,6 +37,12 @@ class DeviceGuard {
 // iteration stops calling cudaMalloc after its first iteration. All work runs on the device's
 // one stream, so a block freed on the host can be reused by later work without an event: the
 // stream orders the old reader before the new writer.
+//
+// Graph pools: while a CUDA graph is captured, the capturing thread's allocations come from a
+// private pool, and blocks of that pool go back to it when freed. A replay writes into the same
+// addresses as the capture did, so no block of a live graph's pool may be handed to anyone else;
+// when the graph is destroyed its pool is released: free blocks join the shared cache, and blocks
+// still held by tensors (a graph's outputs) join it when those are freed.
 class CachingAllocator final : public Allocator {
  public:
   explicit CachingAllocator(int device) : device_(device) {}
@@ -43,14 +51,21 @@ class CachingAllocator final : public Allocator {
     for (auto& [size, blocks] : free_) {
       for (void* p : blocks) (void)cudaFree(p);
     }
+    for (auto& [id, pool] : pools_) {
+      for (auto& [size, blocks] : pool.free) {
+        for (void* p : blocks) (void)cudaFree(p);
+      }
+    }
   }
 
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
     const size_t size = round_size(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.find(size);
-    if (it != free_.end() && !it->second.empty()) {
+    const bool to_pool = active_pool_ != 0 && std::this_thread::get_id() == capture_thread_;
+    auto& free_lists = to_pool ? pools_.at(active_pool_).free : free_;
+    auto it = free_lists.find(size);
+    if (it != free_lists.end() && !it->second.empty()) {
       void* p = it->second.back();
       it->second.pop_back();
       stats_.bytes_cached -= size;
@@ -61,7 +76,7 @@ class CachingAllocator final : public Allocator {
     DeviceGuard guard(device_);
     void* p = nullptr;
     cudaError_t status = cudaMalloc(&p, size);
-    if (status == cudaErrorMemoryAllocation) {
+    if (status == cudaErrorMemoryAllocation && !to_pool) {
       (void)cudaGetLastError();
       release_cached_locked();
       status = cudaMalloc(&p, size);
@@ -75,6 +90,7 @@ class CachingAllocator final : public Allocator {
     }
     stats_.device_mallocs++;
     note_in_use(size);
+    if (to_pool) owner_[p] = active_pool_;
     return p;
   }
 
@@ -82,9 +98,45 @@ class CachingAllocator final : public Allocator {
     if (ptr == nullptr) return;
     const size_t size = round_size(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
-    free_[size].push_back(ptr);
     stats_.bytes_in_use -= size;
     stats_.bytes_cached += size;
+    auto owner = owner_.find(ptr);
+    if (owner != owner_.end()) {
+      auto pool = pools_.find(owner->second);
+      if (pool != pools_.end()) {
+        pool->second.free[size].push_back(ptr);
+        return;
+      }
+      owner_.erase(owner);  // its graph is gone: the block is an ordinary one again
+    }
+    free_[size].push_back(ptr);
+  }
+
+  // Routes the calling thread's allocations to a new private pool until end_pool(); returns
+  // the pool's id for release_pool().
+  uint64_t begin_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (active_pool_ != 0) throw std::logic_error("a CUDA graph capture is already in progress");
+    active_pool_ = next_pool_++;
+    pools_[active_pool_];
+    capture_thread_ = std::this_thread::get_id();
+    return active_pool_;
+  }
+  void end_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    active_pool_ = 0;
+  }
+  void release_pool(uint64_t id) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto pool = pools_.find(id);
+    if (pool == pools_.end()) return;
+    for (auto& [size, blocks] : pool->second.free) {
+      for (void* p : blocks) {
+        owner_.erase(p);
+        free_[size].push_back(p);
+      }
+    }
+    pools_.erase(pool);
   }
 
   AllocatorStats stats() {
@@ -105,6 +157,10 @@ class CachingAllocator final : public Allocator {
   }
 
  private:
+  struct Pool {
+    std::map<size_t, std::vector<void*>> free;
+  };
+
   // 512-byte granularity up to 1 MiB, then 2 MiB granularity: few classes, little waste.
   static size_t round_size(size_t bytes) {
     const size_t small = 512, large = size_t{2} << 20;
@@ -117,18 +173,25 @@ class CachingAllocator final : public Allocator {
       stats_.peak_bytes_in_use = stats_.bytes_in_use;
     }
   }
+  // Frees the shared cache (graph pools keep theirs).
   void release_cached_locked() {
     (void)cudaDeviceSynchronize();
     for (auto& [size, blocks] : free_) {
-      for (void* p : blocks) (void)cudaFree(p);
+      for (void* p : blocks) {
+        (void)cudaFree(p);
+        stats_.bytes_cached -= size;
+      }
       blocks.clear();
     }
-    stats_.bytes_cached = 0;
   }
 
   int device_;
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
+  std::map<uint64_t, Pool> pools_;
+  std::unordered_map<void*, uint64_t> owner_;  // blocks that belong to a graph pool
+  uint64_t active_pool_ = 0, next_pool_ = 1;
+  std::thread::id capture_thread_;
   AllocatorStats stats_;
 };
 
@@ -257,6 +320,16 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
   cudaMemcpyKind kind = cudaMemcpyDeviceToDevice;
   if (dst_device.is_cpu()) kind = cudaMemcpyDeviceToHost;
   if (src_device.is_cpu()) kind = cudaMemcpyHostToDevice;
+  if (kind != cudaMemcpyDeviceToDevice) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    RETORT_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone) {
+      throw std::logic_error(
+          "a copy between the host and cuda:" + std::to_string(gpu.index) +
+          " inside a CUDA graph capture (item(), to(cpu), an upload): a captured step must keep "
+          "its data on the device; copy inputs into the graph's static tensors before replay");
+    }
+  }
   if (kind == cudaMemcpyHostToDevice && bytes <= kStagedCopyBytes) {
     device.staging->upload(dst, src, bytes, ctx.stream);
     return;
@@ -264,6 +337,24 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
   // Ordered after the work already queued on the device's stream; host copies wait for it.
   RETORT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, ctx.stream));
   if (kind != cudaMemcpyDeviceToDevice) RETORT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+}
+
+uint64_t begin_graph_pool(int device) { return state(device).allocator.begin_pool(); }
+
+void end_graph_pool(int device) { state(device).allocator.end_pool(); }
+
+void release_graph_pool(int device, uint64_t pool) noexcept {
+  try {
+    state(device).allocator.release_pool(pool);
+  } catch (...) {  // the device state exists whenever a pool does; nothing to release otherwise
+  }
+}
+
+bool stream_capturing(int device) {
+  const kernels::CudaContext& ctx = context(device);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  RETORT_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream, &capture));
+  return capture != cudaStreamCaptureStatusNone;
 }
 
 void apply_math_options(const CudaMathOptions& options) {

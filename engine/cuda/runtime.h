@@ -33,6 +33,15 @@ void apply_math_options(const CudaMathOptions& options);
 // Waits for the device's stream.
 void synchronize(int device);
 
+// For CUDA graphs (engine/graph.h): the calling thread's allocations on `device` go to a new
+// private pool from begin_graph_pool() to end_graph_pool(); the pool's blocks stay reserved for
+// the graph until release_graph_pool(). stream_capturing() tells whether the device's stream is
+// being captured (copies to or from the host are refused then).
+uint64_t begin_graph_pool(int device);
+void end_graph_pool(int device);
+void release_graph_pool(int device, uint64_t pool) noexcept;
+bool stream_capturing(int device);
+
 }  // namespace retort::cuda
 
 namespace retort::cuda {

@@ -269,6 +269,13 @@ void run_conv(const CudaContext& ctx, const Conv2dShape& s, const ConvOperands& 
   const ConvPlan* plan = ctx.conv_algos != nullptr ? ctx.conv_algos->find(key) : nullptr;
   std::unique_ptr<ConvPlan> uncached;
   if (plan == nullptr) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    RETORT_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone && ctx.conv_algos != nullptr) {
+      throw std::logic_error(std::string(Traits::kName) + ": a convolution shape first seen "
+                             "inside a CUDA graph capture; run the captured step once eagerly "
+                             "first so its algorithms are chosen");
+    }
     auto fresh = make_plan(s, ctx.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
     // Deterministic mode pins the algorithm to cuDNN's heuristic order, which depends only on
     // the shape, the GPU and the library: a timed choice could differ between two runs.

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <tuple>
 #include <filesystem>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "distill/kd.h"
 #include "distill/trainer.h"
 #include "nn/models/registry.h"
+#include "tests/cuda_test.h"
 #include "tests/distill/distill_test_util.h"
 
 namespace retort::distill {
@@ -32,21 +34,7 @@ bool have_fashion_mnist() {
   return fs::exists(fashion_mnist_dir() + "/train-images-idx3-ubyte.gz");
 }
 
-class CudaTraining : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (cuda_device_count() == 0) {
-      GTEST_SKIP() << (cuda_compiled() ? "no CUDA GPU is present"
-                                       : "this retort was built without CUDA");
-    }
-    previous_ = cuda_math();
-    // The parity runs compare against the CPU's fp32: TF32 off, algorithms pinned.
-    set_cuda_math({.allow_tf32 = false, .deterministic = true});
-  }
-  void TearDown() override { set_cuda_math(previous_); }
-
-  CudaMathOptions previous_;
-};
+using CudaTraining = test::CudaTest;
 
 struct Data {
   std::shared_ptr<data::ImageSet> train, test;
@@ -186,6 +174,41 @@ TEST_F(CudaTraining, DeterministicModeRepeatsBitForBit) {
   const auto first = run("det_a"), second = run("det_b");
   EXPECT_TRUE(first.first == second.first) << "weights differ between two deterministic runs";
   EXPECT_EQ(first.second, second.second);
+}
+
+// The Trainer's CUDA-graph mode against its eager mode: same bits after KD with KCD (whose kept
+// set changes the batch count, so partial batches run eagerly beside the replays), BN counters
+// and the optimiser's step count included.
+TEST_F(CudaTraining, GraphModeGivesTheEagerModesBits) {
+  auto train = synthetic(330, 5), test = synthetic(100, 6);
+  const nn::ModelOptions mo{1, 10, 7};
+  auto run = [&](const std::string& name, bool graph) {
+    auto teacher = nn::create_model("resnet14", mo);
+    teacher->to(Device::cuda());
+    auto student = nn::create_model("resnet8", mo);
+    KcdOptions kcd;
+    kcd.period = 1;
+    TrainerOptions o = options(name, 3, Device::cuda());
+    o.schedule = LrScheduleKind::multistep;
+    o.cuda_graph = graph;
+    Trainer t(student, std::make_shared<data::ImageSet>(*train), test,
+              std::make_shared<KdObjective>(teacher, KdOptions{}), o);
+    t.add_plugin(std::make_shared<KcdPlugin>(kcd));
+    const RunReport r = t.run();
+    return std::make_tuple(test::weight_bytes(*student), r.last_acc, r.history.back().train_loss);
+  };
+  const auto eager = run("graph_off", false), graph = run("graph_on", true);
+  EXPECT_TRUE(std::get<0>(eager) == std::get<0>(graph)) << "weights differ with --cuda-graph";
+  EXPECT_EQ(std::get<1>(eager), std::get<1>(graph));
+  EXPECT_EQ(std::get<2>(eager), std::get<2>(graph));
+}
+
+TEST(CudaTrainingErrors, GraphModeNeedsCudaAndMultistep) {
+  TrainerOptions o = options("graph_cpu", 1, Device::cpu());
+  o.cuda_graph = true;
+  EXPECT_THROW(Trainer(nn::create_model("resnet8", {1, 10, 0}), synthetic(8, 0), synthetic(8, 1),
+                       std::make_shared<CrossEntropyObjective>(), o),
+               std::invalid_argument);
 }
 
 TEST(CudaTrainingErrors, AskingForCudaWithoutADeviceIsOneLine) {
