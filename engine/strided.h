@@ -24,22 +24,31 @@ inline kernels::StridedShape strided_shape_of(const Tensor& t) {
   return s;
 }
 
-// The same view with each 8-byte element seen as two 4-byte words: lets the f32 strided copy
-// kernels move i64 elements bit for bit on a device (they only load and store).
-inline kernels::StridedShape as_word_pairs(const kernels::StridedShape& s) {
+// The same view with each element seen as `words` 4-byte words (2 for i64, 1 for i32): lets the
+// f32 strided copy kernels move integer elements bit for bit on a device (they only load and
+// store).
+inline kernels::StridedShape as_words(const kernels::StridedShape& s, int words) {
+  if (words == 1) return s;
   if (s.ndim + 1 > kernels::kMaxDims) {
-    throw std::invalid_argument("strided i64 copy: rank " + std::to_string(s.ndim) +
+    throw std::invalid_argument("strided integer copy: rank " + std::to_string(s.ndim) +
                                 " exceeds the limit of " + std::to_string(kernels::kMaxDims - 1));
   }
   kernels::StridedShape w;
   w.ndim = s.ndim + 1;
   for (int d = 0; d < s.ndim; ++d) {
     w.shape[d] = s.shape[d];
-    w.stride[d] = 2 * s.stride[d];
+    w.stride[d] = words * s.stride[d];
   }
-  w.shape[s.ndim] = 2;
+  w.shape[s.ndim] = words;
   w.stride[s.ndim] = 1;
   return w;
+}
+
+// 4-byte words per element of an integer dtype the device copy kernels can move (i64, i32), or 0.
+inline int words_per_element(DType dtype) {
+  if (dtype == DType::i64) return 2;
+  if (dtype == DType::i32) return 1;
+  return 0;
 }
 
 }  // namespace retort

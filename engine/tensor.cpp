@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <sstream>
+#include <type_traits>
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
@@ -291,9 +292,10 @@ void write_into(const Tensor& src, Tensor& dst) {
     kernels::strided_scatter(cpu_context(), s, src.data<int64_t>(), dst.data<int64_t>());
     return;
   }
-  if (dst.dtype() == DType::i64) {  // on a device: moved as pairs of 32-bit words, bit for bit
+  if (const int words = words_per_element(dst.dtype()); words > 0) {
+    // Integers on a device: moved as 32-bit words by the f32 copy kernel, bit for bit.
     dispatch<OpId::copy>(dst.device(), DType::f32, [&](const auto& ctx, auto) {
-      kernels::strided_scatter(ctx, as_word_pairs(s), static_cast<const float*>(src.raw_data()),
+      kernels::strided_scatter(ctx, as_words(s, words), static_cast<const float*>(src.raw_data()),
                                static_cast<float*>(dst.raw_data()));
     });
     return;
@@ -313,7 +315,22 @@ Tensor& Tensor::copy_(const Tensor& src) {
                                 " does not match destination shape " + shape_str(shape()));
   }
   Tensor staged = src.detach().contiguous();
-  if (staged.dtype() != dtype()) {
+  if (staged.dtype() != dtype() && staged.device() == device() && device().is_cuda() &&
+      dtype() == DType::f32 && (staged.dtype() == DType::i64 || staged.dtype() == DType::u8)) {
+    // i64/u8 -> f32 on the device itself (labels to floats, raw pixels to floats).
+    Tensor converted = empty(shape(), dtype(), device());
+    dispatch<OpId::copy>(device(), DType::f32, [&](const auto& ctx, auto) {
+      if constexpr (!std::is_same_v<std::decay_t<decltype(ctx)>, kernels::CpuContext>) {
+        if (staged.dtype() == DType::i64) {
+          kernels::convert(ctx, numel(), staged.data<int64_t>(), converted.data<float>());
+        } else {
+          kernels::convert(ctx, numel(), staged.data<uint8_t>(), converted.data<float>());
+        }
+      }
+    });
+    staged = converted;
+  } else if (staged.dtype() != dtype()) {
+    // Other conversions run on the host (f64 never lives on a device); this waits for the device.
     Tensor host = staged.to(Device::cpu());
     Tensor converted = empty(shape(), dtype(), Device::cpu());
     convert_host(host, converted);

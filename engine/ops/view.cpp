@@ -67,9 +67,10 @@ Tensor copy_contiguous(const Tensor& x) {
     }
     return out;
   }
-  if (x.dtype() == DType::i64) {  // on a device: moved as pairs of 32-bit words, bit for bit
+  if (const int words = words_per_element(x.dtype()); words > 0) {
+    // Integers on a device: moved as 32-bit words by the f32 copy kernel, bit for bit.
     dispatch<OpId::copy>(x.device(), DType::f32, [&](const auto& ctx, auto) {
-      kernels::strided_copy(ctx, as_word_pairs(s), static_cast<const float*>(x.raw_data()),
+      kernels::strided_copy(ctx, as_words(s, words), static_cast<const float*>(x.raw_data()),
                             static_cast<float*>(out.raw_data()));
     });
     return out;
