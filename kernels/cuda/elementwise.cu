@@ -459,45 +459,50 @@ void fill_value(const CudaContext& ctx, int64_t n, float value, float* y) {
   RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
 }
 
-void strided_copy(const CudaContext& ctx, const StridedShape& src, const float* x, float* y) {
-  const int64_t n = src.numel();
+namespace {
+
+// Moves the elements of a strided view between it and contiguous memory: a gather (view x ->
+// contiguous y) or a scatter (contiguous x -> view y); a view that is contiguous after merging
+// dimensions is one device copy.
+template <bool kScatter>
+void strided_move(const CudaContext& ctx, const StridedShape& view, const float* x, float* y) {
+  const int64_t n = view.numel();
   if (n <= 0) return;
   // The second operand of the index space is unused; a zero stride never blocks a merge.
   const int64_t no_strides[kMaxDims] = {};
-  const IndexSpace s = coalesce(src.ndim, src.shape, src.stride, no_strides);
+  const IndexSpace s = coalesce(view.ndim, view.shape, view.stride, no_strides);
   if (s.ndim == 0 || (s.ndim == 1 && s.stride_a[0] == 1)) {
     RETORT_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<size_t>(n) * sizeof(float),
                                       cudaMemcpyDeviceToDevice, ctx.stream));
     return;
   }
+  auto launch = [&](auto index_tag) {
+    using Index = decltype(index_tag);
+    const auto space = to_device_space<Index>(s);
+    if constexpr (kScatter) {
+      scatter_kernel<Index><<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(
+          static_cast<Index>(n), space, x, y);
+    } else {
+      gather_kernel<Index><<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(
+          static_cast<Index>(n), space, x, y);
+    }
+  };
   if (fits_int32(n, s)) {
-    gather_kernel<int32_t><<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(
-        static_cast<int32_t>(n), to_device_space<int32_t>(s), x, y);
+    launch(int32_t{});
   } else {
-    gather_kernel<int64_t>
-        <<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, to_device_space<int64_t>(s), x, y);
+    launch(int64_t{});
   }
   RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
 }
 
+}  // namespace
+
+void strided_copy(const CudaContext& ctx, const StridedShape& src, const float* x, float* y) {
+  strided_move<false>(ctx, src, x, y);
+}
+
 void strided_scatter(const CudaContext& ctx, const StridedShape& dst, const float* x, float* y) {
-  const int64_t n = dst.numel();
-  if (n <= 0) return;
-  const int64_t no_strides[kMaxDims] = {};
-  const IndexSpace s = coalesce(dst.ndim, dst.shape, dst.stride, no_strides);
-  if (s.ndim == 0 || (s.ndim == 1 && s.stride_a[0] == 1)) {
-    RETORT_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<size_t>(n) * sizeof(float),
-                                      cudaMemcpyDeviceToDevice, ctx.stream));
-    return;
-  }
-  if (fits_int32(n, s)) {
-    scatter_kernel<int32_t><<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(
-        static_cast<int32_t>(n), to_device_space<int32_t>(s), x, y);
-  } else {
-    scatter_kernel<int64_t>
-        <<<blocks_for(n), kThreadsPerBlock, 0, ctx.stream>>>(n, to_device_space<int64_t>(s), x, y);
-  }
-  RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+  strided_move<true>(ctx, dst, x, y);
 }
 
 void convert(const CudaContext& ctx, int64_t n, const int64_t* x, float* y) {
