@@ -65,6 +65,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
                   double momentum = 0.1, double eps = 1e-5);
+// relu(batch_norm(...)) as one op: the same arguments, checks and running-statistics update, the
+// ReLU applied as the output is written and its mask applied as the gradient is read (one kernel
+// pass each way instead of two). Saves x and its own output for backward.
+Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                       const Tensor& running_mean, const Tensor& running_var, bool training,
+                       double momentum = 0.1, double eps = 1e-5);
 
 // --- pooling (engine/ops/pool.cpp) -------------------------------------------------------------
 struct Pool2dOptions {

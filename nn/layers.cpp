@@ -74,13 +74,30 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   if (fold_ && fold_->bn_forward_is_identity()) return x;
   const bool training = is_training();
   Tensor y = batch_norm(x, weight_, bias_, running_mean_, running_var_, training, momentum_, eps_);
+  count_batch(training);
+  return y;
+}
+
+Tensor BatchNorm2d::forward_relu(const Tensor& x) {
+  if (fold_ && fold_->bn_forward_is_identity()) {
+    run_forward_hooks(x, x);
+    return relu(x);
+  }
+  const bool training = is_training();
+  Tensor y =
+      batch_norm_relu(x, weight_, bias_, running_mean_, running_var_, training, momentum_, eps_);
+  count_batch(training);
+  run_forward_hooks(x, y);
+  return y;
+}
+
+void BatchNorm2d::count_batch(bool training) {
   // After the op succeeded, so a rejected input does not count as a batch; the running
   // statistics moved, so caches of them (a BN fold) must see a new state version.
   if (training) {
     ++*num_batches_tracked_.data<int64_t>();
     bump_state_version();
   }
-  return y;
 }
 
 int64_t BatchNorm2d::num_batches_tracked() const {

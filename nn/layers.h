@@ -66,6 +66,11 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override;
+  // relu((*this)(x)) in one op (batch_norm_relu), for a conv-BN-ReLU unit: the same result,
+  // gradients, running-statistics update and counter. Folded (nn/fold.h), relu(x). Runs this
+  // module's forward hooks as operator() would, with the ReLU's output as output (x itself when
+  // folded, as forward returns).
+  Tensor forward_relu(const Tensor& x);
   std::string type_name() const override { return "BatchNorm2d"; }
 
   int64_t num_features() const { return num_features_; }
@@ -87,6 +92,7 @@ class BatchNorm2d : public Module {
 
  private:
   friend class ConvBnFold;
+  void count_batch(bool training);  // after a forward's op: counter and state version
 };
 
 // --- Linear

@@ -30,8 +30,12 @@ std::string join(const std::vector<std::string>& items) {
 
 Tensor Module::operator()(const Tensor& x) {
   Tensor y = forward(x);
-  for (auto& [id, hook] : hooks_) hook(*this, x, y);
+  run_forward_hooks(x, y);
   return y;
+}
+
+void Module::run_forward_hooks(const Tensor& input, const Tensor& output) {
+  for (auto& [id, hook] : hooks_) hook(*this, input, output);
 }
 
 void Module::train(bool on) {

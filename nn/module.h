@@ -130,6 +130,9 @@ class Module {
   // Moves this module's own state version (not its children's): a layer that writes its own
   // state during forward (BatchNorm2d's running statistics) calls it.
   void bump_state_version() { ++state_version_; }
+  // Runs the forward hooks as operator() does after forward(): for a layer's entry point other
+  // than forward() (BatchNorm2d::forward_relu) that stands for a call through operator().
+  void run_forward_hooks(const Tensor& input, const Tensor& output);
 
  private:
   void check_new_name(const std::string& name, const char* what) const;

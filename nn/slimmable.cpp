@@ -198,6 +198,16 @@ Tensor SwitchableBatchNorm2d::forward(const Tensor& x) {
   return bn_at(widths_->index())(x);
 }
 
+Tensor SwitchableBatchNorm2d::forward_relu(const Tensor& x) {
+  if (fold_ && fold_->bn_forward_is_identity()) {
+    run_forward_hooks(x, x);
+    return relu(x);
+  }
+  Tensor y = bn_at(widths_->index()).forward_relu(x);
+  run_forward_hooks(x, y);
+  return y;
+}
+
 // --- SlimmableLinear
 // ------------------------------------------------------------------------------
 

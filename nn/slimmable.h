@@ -86,6 +86,8 @@ class SwitchableBatchNorm2d : public Module {
                         const std::vector<int64_t>& num_features, double eps = 1e-5,
                         double momentum = 0.1);
   Tensor forward(const Tensor& x) override;
+  // relu((*this)(x)) through the active width's BatchNorm2d::forward_relu (hooks as there).
+  Tensor forward_relu(const Tensor& x);
   std::string type_name() const override { return "SwitchableBatchNorm2d"; }
 
   BatchNorm2d& bn_at(int64_t index) const;

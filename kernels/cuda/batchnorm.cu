@@ -1,4 +1,4 @@
-// CUDA twin of kernels/batchnorm.h: per-channel statistics in double, fixed-order, no atomics.
+// CUDA twin of kernels/batchnorm.h (ReLU optionally fused): statistics in double, no atomics.
 #include "kernels/batchnorm.h"
 
 #include <cmath>
@@ -22,6 +22,7 @@ using cuda_detail::kWarpSize;
 // Two double sums per channel over its batch * spatial values:
 //   kStats:    sum (x - k), sum (x - k)^2             (training forward)
 //   kGradient: sum dy,      sum dy * (x - mean[c])    (both backwards)
+// where dy is grad_y cut by the fused ReLU's mask (relu_y > 0) when relu_y is given.
 // k is the channel's first value: shifting by a value of the data keeps E[(x-k)^2] - E[x-k]^2
 // free of the cancellation that E[x^2] - E[x]^2 suffers when |mean| >> std, in one pass.
 // Block (c, chunk) sums one contiguous chunk of the channel's values in a fixed order. With one
@@ -70,6 +71,7 @@ __device__ void finish_channel(const Finish& f, int64_t c, double sum0, double s
 template <Moments kMode>
 __global__ void channel_moments_kernel(int64_t channels, int64_t spatial, int64_t chunk_len,
                                        const float* __restrict__ x, const float* __restrict__ dy,
+                                       const float* __restrict__ relu_y,
                                        const float* __restrict__ mean, Finish finish,
                                        double* __restrict__ partial) {
   __shared__ double scratch[kWarpSize];
@@ -88,7 +90,8 @@ __global__ void channel_moments_kernel(int64_t channels, int64_t spatial, int64_
       sum0 += d;
       sum1 += d * d;
     } else {
-      const double g = static_cast<double>(dy[offset]);
+      const double g =
+          relu_y == nullptr || relu_y[offset] > 0.0f ? static_cast<double>(dy[offset]) : 0.0;
       sum0 += g;
       sum1 += g * (v - static_cast<double>(centre));
     }
@@ -128,7 +131,8 @@ int64_t ceil_div(int64_t a, int64_t b) {
 
 template <Moments kMode>
 void channel_moments(const CudaContext& ctx, const BatchNormShape& s, const float* x,
-                     const float* dy, const float* mean, const Finish& finish) {
+                     const float* dy, const float* relu_y, const float* mean,
+                     const Finish& finish) {
   const int64_t count = s.batch * s.spatial;
   int64_t chunks = 1;
   if (ctx.workspace != nullptr && s.channels < kTargetBlocks) {
@@ -148,8 +152,8 @@ void channel_moments(const CudaContext& ctx, const BatchNormShape& s, const floa
   const unsigned threads =
       static_cast<unsigned>(rounded < kThreadsPerBlock ? rounded : kThreadsPerBlock);
   const dim3 grid(static_cast<unsigned>(s.channels), static_cast<unsigned>(chunks));
-  channel_moments_kernel<kMode><<<grid, threads, 0, ctx.stream>>>(s.channels, s.spatial, chunk_len,
-                                                                  x, dy, mean, finish, partial);
+  channel_moments_kernel<kMode><<<grid, threads, 0, ctx.stream>>>(
+      s.channels, s.spatial, chunk_len, x, dy, relu_y, mean, finish, partial);
   RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
   if (chunks > 1) {
     channel_moments_finish_kernel<kMode>
@@ -162,13 +166,16 @@ void channel_moments(const CudaContext& ctx, const BatchNormShape& s, const floa
 // ---- Per-element maps with per-channel coefficients ---------------------------------------------
 // out[i] = f(c, a[i], b[i]) with c the channel of element i. With kVec4 the spatial size is a
 // multiple of 4 and every pointer is 16-byte aligned, so the four elements of a float4 share c.
+// When mask (the fused ReLU's output) is given, b[i] is read as 0 where mask[i] <= 0 (or NaN).
 
-struct NormaliseFn {  // y = (x - mean) * invstd * gamma + beta
+struct NormaliseFn {  // y = (x - mean) * invstd * gamma + beta, then max(y, 0) with relu
   const float *mean, *invstd, *var_for_eval, *gamma, *beta;
   float eps;
+  bool relu;
   __device__ float operator()(int64_t c, float x, float) const {
     const float inv = invstd != nullptr ? invstd[c] : 1.0f / sqrtf(var_for_eval[c] + eps);
-    return (x - mean[c]) * (inv * gamma[c]) + beta[c];
+    const float y = (x - mean[c]) * (inv * gamma[c]) + beta[c];
+    return relu && y <= 0.0f ? 0.0f : y;  // the relu op's rule: NaN passes
   }
 };
 
@@ -190,34 +197,43 @@ struct EvalGradFn {  // grad_x = dy * gamma / sqrt(running_var + eps)
   }
 };
 
+__device__ inline float masked(float b, float mask) {
+  return mask > 0.0f ? b : 0.0f;
+}
+
 template <bool kVec4, typename Index, typename F>
 __global__ void channel_map_kernel(Index numel, Index channels, Index spatial, const float* a,
-                                   const float* b, float* out, F f) {
+                                   const float* b, const float* mask, float* out, F f) {
   const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
   const Index first = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (kVec4) {
     for (Index i = first; i < numel / 4; i += step) {
       const int64_t c = (i * 4 / spatial) % channels;
       const float4 u = reinterpret_cast<const float4*>(a)[i];
-      const float4 v = b != nullptr ? reinterpret_cast<const float4*>(b)[i] : float4{};
+      float4 v = b != nullptr ? reinterpret_cast<const float4*>(b)[i] : float4{};
+      if (mask != nullptr) {
+        const float4 m = reinterpret_cast<const float4*>(mask)[i];
+        v = make_float4(masked(v.x, m.x), masked(v.y, m.y), masked(v.z, m.z), masked(v.w, m.w));
+      }
       reinterpret_cast<float4*>(out)[i] =
           make_float4(f(c, u.x, v.x), f(c, u.y, v.y), f(c, u.z, v.z), f(c, u.w, v.w));
     }
   } else {
     for (Index i = first; i < numel; i += step) {
       const int64_t c = (i / spatial) % channels;
-      out[i] = f(c, a[i], b != nullptr ? b[i] : 0.0f);
+      const float v = b != nullptr ? b[i] : 0.0f;
+      out[i] = f(c, a[i], mask != nullptr ? masked(v, mask[i]) : v);
     }
   }
 }
 
 template <typename F>
 void channel_map(const CudaContext& ctx, const BatchNormShape& s, const float* a, const float* b,
-                 float* out, F f) {
+                 const float* mask, float* out, F f) {
   const int64_t numel = s.batch * s.channels * s.spatial;
   if (numel <= 0) return;
-  const bool vec4 =
-      s.spatial % 4 == 0 && aligned16(a) && (b == nullptr || aligned16(b)) && aligned16(out);
+  const bool vec4 = s.spatial % 4 == 0 && aligned16(a) && (b == nullptr || aligned16(b)) &&
+                    (mask == nullptr || aligned16(mask)) && aligned16(out);
   const int64_t work = vec4 ? numel / 4 : numel;
   const unsigned blocks = blocks_for(work);
   // i + step stays below 2^31 in the 32-bit variant.
@@ -225,17 +241,17 @@ void channel_map(const CudaContext& ctx, const BatchNormShape& s, const float* a
   if (vec4 && small) {
     channel_map_kernel<true, int32_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
         static_cast<int32_t>(numel), static_cast<int32_t>(s.channels),
-        static_cast<int32_t>(s.spatial), a, b, out, f);
+        static_cast<int32_t>(s.spatial), a, b, mask, out, f);
   } else if (vec4) {
-    channel_map_kernel<true, int64_t>
-        <<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(numel, s.channels, s.spatial, a, b, out, f);
+    channel_map_kernel<true, int64_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
+        numel, s.channels, s.spatial, a, b, mask, out, f);
   } else if (small) {
     channel_map_kernel<false, int32_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
         static_cast<int32_t>(numel), static_cast<int32_t>(s.channels),
-        static_cast<int32_t>(s.spatial), a, b, out, f);
+        static_cast<int32_t>(s.spatial), a, b, mask, out, f);
   } else {
-    channel_map_kernel<false, int64_t>
-        <<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(numel, s.channels, s.spatial, a, b, out, f);
+    channel_map_kernel<false, int64_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
+        numel, s.channels, s.spatial, a, b, mask, out, f);
   }
   RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
 }
@@ -256,7 +272,7 @@ void validate(const char* op, const BatchNormShape& s) {
 void batchnorm_forward_train(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                              const float* gamma, const float* beta, float momentum, float eps,
                              float* running_mean, float* running_var, float* y, float* save_mean,
-                             float* save_invstd) {
+                             float* save_invstd, bool relu) {
   validate("batchnorm_forward_train", s);
   if (s.channels == 0) return;
   // The engine rejects batches with fewer than two values per channel (as PyTorch does); these
@@ -278,23 +294,23 @@ void batchnorm_forward_train(const CudaContext& ctx, const BatchNormShape& s, co
   finish.running_var = running_var;
   finish.save_mean = save_mean;
   finish.save_invstd = save_invstd;
-  channel_moments<Moments::kStats>(ctx, s, x, nullptr, nullptr, finish);
-  channel_map(ctx, s, x, nullptr, y,
-              NormaliseFn{save_mean, save_invstd, nullptr, gamma, beta, eps});
+  channel_moments<Moments::kStats>(ctx, s, x, nullptr, nullptr, nullptr, finish);
+  channel_map(ctx, s, x, nullptr, nullptr, y,
+              NormaliseFn{save_mean, save_invstd, nullptr, gamma, beta, eps, relu});
 }
 
 void batchnorm_forward_eval(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                             const float* gamma, const float* beta, const float* running_mean,
-                            const float* running_var, float eps, float* y) {
+                            const float* running_var, float eps, float* y, bool relu) {
   validate("batchnorm_forward_eval", s);
-  channel_map(ctx, s, x, nullptr, y,
-              NormaliseFn{running_mean, nullptr, running_var, gamma, beta, eps});
+  channel_map(ctx, s, x, nullptr, nullptr, y,
+              NormaliseFn{running_mean, nullptr, running_var, gamma, beta, eps, relu});
 }
 
 void batchnorm_backward_train(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                               const float* grad_y, const float* gamma, const float* save_mean,
                               const float* save_invstd, float* grad_x, float* grad_gamma,
-                              float* grad_beta) {
+                              float* grad_beta, const float* relu_y) {
   validate("batchnorm_backward_train", s);
   if (s.channels == 0) return;
   const int64_t count = s.batch * s.spatial;
@@ -308,16 +324,16 @@ void batchnorm_backward_train(const CudaContext& ctx, const BatchNormShape& s, c
   finish.invstd = save_invstd;
   finish.grad_gamma = grad_gamma;
   finish.grad_beta = grad_beta;
-  channel_moments<Moments::kGradient>(ctx, s, x, grad_y, save_mean, finish);
+  channel_moments<Moments::kGradient>(ctx, s, x, grad_y, relu_y, save_mean, finish);
   const float inv_count = static_cast<float>(1.0 / static_cast<double>(count));
-  channel_map(ctx, s, x, grad_y, grad_x,
+  channel_map(ctx, s, x, grad_y, relu_y, grad_x,
               TrainGradFn{save_mean, save_invstd, gamma, grad_gamma, grad_beta, inv_count});
 }
 
 void batchnorm_backward_eval(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                              const float* grad_y, const float* gamma, const float* running_mean,
                              const float* running_var, float eps, float* grad_x, float* grad_gamma,
-                             float* grad_beta) {
+                             float* grad_beta, const float* relu_y) {
   validate("batchnorm_backward_eval", s);
   if (s.channels == 0) return;
   const int64_t count = s.batch * s.spatial;
@@ -332,8 +348,8 @@ void batchnorm_backward_eval(const CudaContext& ctx, const BatchNormShape& s, co
   finish.var_for_eval = running_var;
   finish.grad_gamma = grad_gamma;
   finish.grad_beta = grad_beta;
-  channel_moments<Moments::kGradient>(ctx, s, x, grad_y, running_mean, finish);
-  channel_map(ctx, s, x, grad_y, grad_x, EvalGradFn{running_var, gamma, eps});
+  channel_moments<Moments::kGradient>(ctx, s, x, grad_y, relu_y, running_mean, finish);
+  channel_map(ctx, s, x, grad_y, relu_y, grad_x, EvalGradFn{running_var, gamma, eps});
 }
 
 }  // namespace retort::kernels

@@ -27,7 +27,8 @@ BasicBlock::BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, bool p
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = (*relu_)((*bn1_)((*conv1_)(x)));
+  // relu(bn1(conv1(x))), BN and ReLU fused (the `relu` module keeps its place in the tree).
+  Tensor out = bn1_->forward_relu((*conv1_)(x));
   out = (*bn2_)((*conv2_)(out));
   const Tensor shortcut = downsample_ ? (*downsample_)(x) : x;
   // The reference's pre-ReLU sum ("preact") is this `out + shortcut`; feature taps come later.
@@ -83,7 +84,7 @@ void ResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 }
 
 Tensor ResNet::forward(const Tensor& x) {
-  Tensor out = (*relu_)((*bn1_)((*conv1_)(x)));
+  Tensor out = bn1_->forward_relu((*conv1_)(x));  // relu(bn1(conv1(x))), fused
   out = (*layer3_)((*layer2_)((*layer1_)(out)));
   return (*fc_)((*avgpool_)(out));
 }

@@ -30,7 +30,8 @@ SlimmableBasicBlock::SlimmableBasicBlock(const std::shared_ptr<const WidthSwitch
 }
 
 Tensor SlimmableBasicBlock::forward(const Tensor& x) {
-  Tensor out = (*relu_)((*bn1_)((*conv1_)(x)));
+  // relu(bn1(conv1(x))), BN and ReLU fused (the `relu` module keeps its place in the tree).
+  Tensor out = bn1_->forward_relu((*conv1_)(x));
   out = (*bn2_)((*conv2_)(out));
   const Tensor shortcut = downsample_ ? (*downsample_)(x) : x;
   return relu(out + shortcut);
@@ -100,7 +101,7 @@ void SlimmableResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 }
 
 Tensor SlimmableResNet::forward(const Tensor& x) {
-  Tensor out = (*relu_)((*bn1_)((*conv1_)(x)));
+  Tensor out = bn1_->forward_relu((*conv1_)(x));  // relu(bn1(conv1(x))), fused
   out = (*layer3_)((*layer2_)((*layer1_)(out)));
   return (*fc_)((*avgpool_)(out));
 }

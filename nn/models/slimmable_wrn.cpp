@@ -32,9 +32,10 @@ SlimmableWideBasicBlock::SlimmableWideBasicBlock(const std::shared_ptr<const Wid
 }
 
 Tensor SlimmableWideBasicBlock::forward(const Tensor& x) {
-  const Tensor activated = (*relu1_)((*bn1_)(x));
+  // relu(bn(.)) units with BN and ReLU fused (relu1/relu2 keep their places in the tree).
+  const Tensor activated = bn1_->forward_relu(x);
   Tensor out = (*conv1_)(activated);
-  out = (*conv2_)((*relu2_)((*bn2_)(out)));
+  out = (*conv2_)(bn2_->forward_relu(out));
   const Tensor shortcut = equal_in_out_ ? x : (*conv_shortcut_)(activated);
   return shortcut + out;
 }
@@ -113,7 +114,7 @@ void SlimmableWideResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 Tensor SlimmableWideResNet::forward(const Tensor& x) {
   Tensor out = (*conv1_)(x);
   out = (*block3_)((*block2_)((*block1_)(out)));
-  out = (*relu_)((*bn1_)(out));
+  out = bn1_->forward_relu(out);  // relu(bn1(out)), fused
   return (*fc_)(global_avg_pool2d(out));
 }
 

@@ -28,9 +28,10 @@ WideBasicBlock::WideBasicBlock(int64_t in_planes, int64_t out_planes, int64_t st
 }
 
 Tensor WideBasicBlock::forward(const Tensor& x) {
-  const Tensor activated = (*relu1_)((*bn1_)(x));
+  // relu(bn(.)) units with BN and ReLU fused (relu1/relu2 keep their places in the tree).
+  const Tensor activated = bn1_->forward_relu(x);
   Tensor out = (*conv1_)(activated);
-  out = (*conv2_)((*relu2_)((*bn2_)(out)));
+  out = (*conv2_)(bn2_->forward_relu(out));
   // With a projection the shortcut starts from the activated input, else from the raw x.
   const Tensor shortcut = equal_in_out_ ? x : (*conv_shortcut_)(activated);
   return shortcut + out;
@@ -107,7 +108,7 @@ void WideResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 Tensor WideResNet::forward(const Tensor& x) {
   Tensor out = (*conv1_)(x);
   out = (*block3_)((*block2_)((*block1_)(out)));
-  out = (*relu_)((*bn1_)(out));
+  out = bn1_->forward_relu(out);  // relu(bn1(out)), fused
   // The reference pools functionally (F.avg_pool2d(out, 8)): no module, so no state name.
   return (*fc_)(global_avg_pool2d(out));
 }

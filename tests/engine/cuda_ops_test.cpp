@@ -325,15 +325,18 @@ void conv2d_sweep() {
 
 // Training: batch statistics in the output and gradients, and the running statistics updated
 // in place on both devices. Evaluation: the running statistics, which must stay as they were.
-void batch_norm_sweep(bool training) {
-  const std::string mode = training ? "batch_norm train " : "batch_norm eval ";
+// With relu, the same through batch_norm_relu.
+void batch_norm_sweep(bool training, bool relu = false) {
+  const auto op = relu ? &batch_norm_relu : &batch_norm;
+  const std::string mode =
+      cat(relu ? "batch_norm_relu" : "batch_norm", training ? " train " : " eval ");
   const Shape shapes[] = {{4, 3, 5, 7}, {6, 5}, {1, 4, 3, 3}, {2, 3, 1, 1}, {8, 16, 2, 2}};
   for (const Shape& s : shapes) {
     const int64_t c = s[1];
     const ParityRun run =
         expect_parity(cat(mode, shape_str(s)),
-                      [training](const auto& in) {
-                        return batch_norm(in[0], in[1], in[2], in[3], in[4], training, 0.1, 1e-5);
+                      [training, op](const auto& in) {
+                        return op(in[0], in[1], in[2], in[3], in[4], training, 0.1, 1e-5);
                       },
                       {uniform(s, 800, -2.0, 3.0), uniform({c}, 801, 0.5, 1.5), uniform({c}, 802),
                        constant({c}, 803, -0.5, 0.5), constant({c}, 804, 0.5, 1.5)});
@@ -343,15 +346,16 @@ void batch_norm_sweep(bool training) {
     }
   }
   if (training) {
-    expect_parity(
-        "batch_norm train without running statistics",
-        [](const auto& in) { return batch_norm(in[0], in[1], in[2], Tensor(), Tensor(), true); },
-        {uniform({5, 4, 3, 2}, 805), uniform({4}, 806), uniform({4}, 807)});
+    expect_parity(cat(mode, "without running statistics"),
+                  [op](const auto& in) {
+                    return op(in[0], in[1], in[2], Tensor(), Tensor(), true, 0.1, 1e-5);
+                  },
+                  {uniform({5, 4, 3, 2}, 805), uniform({4}, 806), uniform({4}, 807)});
   }
   const ParityRun plain = expect_parity(
       cat(mode, "without weight and bias, momentum 0.3"),
-      [training](const auto& in) {
-        return batch_norm(in[0], Tensor(), Tensor(), in[1], in[2], training, 0.3, 1e-3);
+      [training, op](const auto& in) {
+        return op(in[0], Tensor(), Tensor(), in[1], in[2], training, 0.3, 1e-3);
       },
       {uniform({3, 6, 4, 5}, 808), constant({6}, 809, -0.5, 0.5), constant({6}, 810, 0.5, 1.5)});
   if (plain.gpu.size() == 3) {
@@ -790,6 +794,8 @@ const std::map<std::string, ParityCase>& cases() {
       {"conv2d", {{"conv2d"}, [] { conv2d_sweep(); }}},
       {"batch_norm_train", {{"batch_norm"}, [] { batch_norm_sweep(true); }}},
       {"batch_norm_eval", {{"batch_norm"}, [] { batch_norm_sweep(false); }}},
+      {"batch_norm_relu_train", {{"batch_norm_relu"}, [] { batch_norm_sweep(true, true); }}},
+      {"batch_norm_relu_eval", {{"batch_norm_relu"}, [] { batch_norm_sweep(false, true); }}},
       {"max_pool2d", {{"max_pool2d"}, [] { pool_sweep(true); }}},
       {"avg_pool2d", {{"avg_pool2d"}, [] { pool_sweep(false); }}},
       {"adaptive_avg_pool2d", {{"adaptive_avg_pool2d"}, [] { adaptive_pool_sweep(); }}},

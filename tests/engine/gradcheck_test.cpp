@@ -123,6 +123,24 @@ const std::map<std::string, Case>& cases() {
              },
              {leaf({5, 4}, 37), leaf({4}, 38), leaf({4}, 39)});
        }},
+      {"batch_norm_relu",
+       [] {
+         for (bool training : {true, false}) {
+           Tensor running_mean = leaf({3}, 62, -0.5, 0.5, false);
+           Tensor running_var = leaf({3}, 63, 0.5, 1.5, false);
+           auto r = gradcheck(
+               [&](const auto& in) {
+                 return batch_norm_relu(in[0], in[1], in[2], running_mean, running_var, training);
+               },
+               {leaf({4, 3, 2, 3}, 64), leaf({3}, 65), leaf({3}, 66)});
+           if (!r) return r << " (training=" << training << ")";
+         }
+         return gradcheck(
+             [](const auto& in) {
+               return batch_norm_relu(in[0], in[1], in[2], Tensor(), Tensor(), true);
+             },
+             {leaf({5, 4}, 67), leaf({4}, 68), leaf({4}, 69)});
+       }},
       {"max_pool2d",
        [] {
          return gradcheck(

@@ -1,4 +1,4 @@
-// Tests of the CPU batch-norm kernels: naive double references, finite differences, running stats.
+// Tests of the CPU batch-norm kernels: double references, finite differences, stats, fused ReLU.
 #include "kernels/batchnorm.h"
 
 #include <gtest/gtest.h>
@@ -503,6 +503,160 @@ TEST(BatchNormDeterminism, ThreadCountDoesNotChangeResults) {
   EXPECT_EQ(one.grad_x, many.grad_x);
   EXPECT_EQ(one.grad_gamma, many.grad_gamma);
   EXPECT_EQ(one.grad_beta, many.grad_beta);
+}
+
+// --- fused ReLU -------------------------------------------------------------------------------
+// Path equivalence: the fused forward gives the bits of BN, then ReLU, with the same statistics;
+// the fused backward equals the BN backward fed grad_y masked by the output's sign.
+
+// grad_y where y > 0, else 0 (PyTorch's relu backward, which takes the output).
+template <typename T>
+std::vector<T> relu_masked(const std::vector<T>& grad_y, const std::vector<T>& y) {
+  std::vector<T> g(grad_y.size());
+  for (size_t k = 0; k < g.size(); ++k) g[k] = y[k] > T(0) ? grad_y[k] : T(0);
+  return g;
+}
+
+template <typename T>
+std::vector<T> relu_of(std::vector<T> v) {
+  for (T& e : v) e = e < T(0) ? T(0) : e;
+  return v;
+}
+
+TYPED_TEST(BatchNormTest, FusedReluTrainEqualsBatchNormThenRelu) {
+  using T = TypeParam;
+  uint32_t seed = 1000;
+  for (const BatchNormShape& s : kTrainShapes) {
+    SCOPED_TRACE(::testing::Message()
+                 << "shape " << s.batch << "x" << s.channels << "x" << s.spatial);
+    const Inputs<T> in = make_inputs<T>(s, seed += 10);
+    std::vector<T> rm = in.running_mean, rv = in.running_var, y(numel(s)), mean(s.channels),
+                   invstd(s.channels);
+    batchnorm_forward_train<T>(CpuContext{}, s, in.x.data(), in.gamma.data(), in.beta.data(),
+                               T(kMomentum), T(kEps), rm.data(), rv.data(), y.data(), mean.data(),
+                               invstd.data());
+    std::vector<T> frm = in.running_mean, frv = in.running_var, fy(numel(s)), fmean(s.channels),
+                   finvstd(s.channels);
+    batchnorm_forward_train<T>(CpuContext{}, s, in.x.data(), in.gamma.data(), in.beta.data(),
+                               T(kMomentum), T(kEps), frm.data(), frv.data(), fy.data(),
+                               fmean.data(), finvstd.data(), /*relu=*/true);
+    EXPECT_EQ(fy, relu_of(y));
+    EXPECT_EQ(fmean, mean);
+    EXPECT_EQ(finvstd, invstd);
+    EXPECT_EQ(frm, rm);
+    EXPECT_EQ(frv, rv);
+
+    std::vector<T> gx(numel(s)), gg(s.channels), gb(s.channels);
+    const std::vector<T> masked = relu_masked(in.grad_y, fy);
+    batchnorm_backward_train<T>(CpuContext{}, s, in.x.data(), masked.data(), in.gamma.data(),
+                                mean.data(), invstd.data(), gx.data(), gg.data(), gb.data());
+    std::vector<T> fgx(numel(s)), fgg(s.channels), fgb(s.channels);
+    batchnorm_backward_train<T>(CpuContext{}, s, in.x.data(), in.grad_y.data(), in.gamma.data(),
+                                mean.data(), invstd.data(), fgx.data(), fgg.data(), fgb.data(),
+                                fy.data());
+    // Not bitwise: the compiler may contract the sums into FMAs differently in the two paths.
+    EXPECT_TRUE(all_close(fgx, gx, Tol<T>::rel, Tol<T>::abs));
+    EXPECT_TRUE(all_close(fgg, gg, Tol<T>::rel, Tol<T>::abs));
+    EXPECT_TRUE(all_close(fgb, gb, Tol<T>::rel, Tol<T>::abs));
+    // And against the textbook chain rule fed the masked gradient.
+    const Grads ref =
+        reference_backward_train(s, to_double(in.x), to_double(masked), to_double(in.gamma));
+    EXPECT_TRUE(all_close(fgx, ref.x, Tol<T>::rel, Tol<T>::abs));
+    EXPECT_TRUE(all_close(fgg, ref.gamma, Tol<T>::rel, Tol<T>::abs));
+    EXPECT_TRUE(all_close(fgb, ref.beta, Tol<T>::rel, Tol<T>::abs));
+  }
+}
+
+TYPED_TEST(BatchNormTest, FusedReluEvalEqualsBatchNormThenRelu) {
+  using T = TypeParam;
+  std::vector<BatchNormShape> shapes = kTrainShapes;
+  shapes.push_back({1, 3, 1});
+  uint32_t seed = 1200;
+  for (const BatchNormShape& s : shapes) {
+    SCOPED_TRACE(::testing::Message()
+                 << "shape " << s.batch << "x" << s.channels << "x" << s.spatial);
+    const Inputs<T> in = make_inputs<T>(s, seed += 10);
+    std::vector<T> y(numel(s)), fy(numel(s));
+    batchnorm_forward_eval<T>(CpuContext{}, s, in.x.data(), in.gamma.data(), in.beta.data(),
+                              in.running_mean.data(), in.running_var.data(), T(kEps), y.data());
+    batchnorm_forward_eval<T>(CpuContext{}, s, in.x.data(), in.gamma.data(), in.beta.data(),
+                              in.running_mean.data(), in.running_var.data(), T(kEps), fy.data(),
+                              /*relu=*/true);
+    EXPECT_EQ(fy, relu_of(y));
+    const std::vector<T> masked = relu_masked(in.grad_y, fy);
+    std::vector<T> gx(numel(s)), gg(s.channels), gb(s.channels);
+    batchnorm_backward_eval<T>(CpuContext{}, s, in.x.data(), masked.data(), in.gamma.data(),
+                               in.running_mean.data(), in.running_var.data(), T(kEps), gx.data(),
+                               gg.data(), gb.data());
+    std::vector<T> fgx(numel(s)), fgg(s.channels), fgb(s.channels);
+    batchnorm_backward_eval<T>(CpuContext{}, s, in.x.data(), in.grad_y.data(), in.gamma.data(),
+                               in.running_mean.data(), in.running_var.data(), T(kEps), fgx.data(),
+                               fgg.data(), fgb.data(), fy.data());
+    // Not bitwise: the compiler may contract the sums into FMAs differently in the two paths.
+    EXPECT_TRUE(all_close(fgx, gx, Tol<T>::rel, Tol<T>::abs));
+    EXPECT_TRUE(all_close(fgg, gg, Tol<T>::rel, Tol<T>::abs));
+    EXPECT_TRUE(all_close(fgb, gb, Tol<T>::rel, Tol<T>::abs));
+  }
+}
+
+// The kink: an output of exactly 0 passes no gradient (beta = 0 and x at the mean give 0).
+TEST(BatchNormFusedRelu, ZeroOutputPassesNoGradient) {
+  const BatchNormShape s{1, 1, 3};
+  const std::vector<double> x = {-1.0, 0.0, 1.0}, gamma = {1.0}, beta = {0.0};
+  const std::vector<double> running_mean = {0.0}, running_var = {1.0 - kEps};
+  std::vector<double> y(3);
+  batchnorm_forward_eval<double>(CpuContext{}, s, x.data(), gamma.data(), beta.data(),
+                                 running_mean.data(), running_var.data(), kEps, y.data(), true);
+  EXPECT_EQ(y[0], 0.0);
+  EXPECT_EQ(y[1], 0.0);
+  EXPECT_GT(y[2], 0.0);
+  const std::vector<double> grad_y = {1.0, 1.0, 1.0};
+  std::vector<double> grad_x(3), grad_gamma(1), grad_beta(1);
+  batchnorm_backward_eval<double>(CpuContext{}, s, x.data(), grad_y.data(), gamma.data(),
+                                  running_mean.data(), running_var.data(), kEps, grad_x.data(),
+                                  grad_gamma.data(), grad_beta.data(), y.data());
+  EXPECT_EQ(grad_x[0], 0.0);
+  EXPECT_EQ(grad_x[1], 0.0);
+  EXPECT_NE(grad_x[2], 0.0);
+  EXPECT_EQ(grad_beta[0], 1.0);
+}
+
+TEST(BatchNormGradcheck, FusedReluTrainMatchesFiniteDifferences) {
+  uint32_t seed = 1400;
+  for (const BatchNormShape& s : kGradcheckShapes) {
+    SCOPED_TRACE(::testing::Message()
+                 << "shape " << s.batch << "x" << s.channels << "x" << s.spatial);
+    const Inputs<double> in = make_inputs<double>(s, seed += 10);
+    auto forward = [&](const std::vector<double>& x, const std::vector<double>& gamma,
+                       const std::vector<double>& beta, std::vector<double>& save_mean,
+                       std::vector<double>& save_invstd) {
+      std::vector<double> rm = in.running_mean, rv = in.running_var, y(numel(s));
+      batchnorm_forward_train<double>(CpuContext{}, s, x.data(), gamma.data(), beta.data(),
+                                      kMomentum, kEps, rm.data(), rv.data(), y.data(),
+                                      save_mean.data(), save_invstd.data(), true);
+      return y;
+    };
+    auto loss = [&](const std::vector<double>& x, const std::vector<double>& gamma,
+                    const std::vector<double>& beta) {
+      std::vector<double> sm(s.channels), si(s.channels);
+      return weighted_sum(in.grad_y, forward(x, gamma, beta, sm, si));
+    };
+    std::vector<double> save_mean(s.channels), save_invstd(s.channels);
+    const std::vector<double> y = forward(in.x, in.gamma, in.beta, save_mean, save_invstd);
+    std::vector<double> grad_x(numel(s)), grad_gamma(s.channels), grad_beta(s.channels);
+    batchnorm_backward_train<double>(CpuContext{}, s, in.x.data(), in.grad_y.data(),
+                                     in.gamma.data(), save_mean.data(), save_invstd.data(),
+                                     grad_x.data(), grad_gamma.data(), grad_beta.data(), y.data());
+    const auto fd_x =
+        finite_difference(in.x, [&](const auto& v) { return loss(v, in.gamma, in.beta); });
+    const auto fd_gamma =
+        finite_difference(in.gamma, [&](const auto& v) { return loss(in.x, v, in.beta); });
+    const auto fd_beta =
+        finite_difference(in.beta, [&](const auto& v) { return loss(in.x, in.gamma, v); });
+    EXPECT_TRUE(all_close(grad_x, fd_x, test::kGradcheckRel, test::kGradcheckAbs));
+    EXPECT_TRUE(all_close(grad_gamma, fd_gamma, test::kGradcheckRel, test::kGradcheckAbs));
+    EXPECT_TRUE(all_close(grad_beta, fd_beta, test::kGradcheckRel, test::kGradcheckAbs));
+  }
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// CPU-vs-CUDA parity of batch norm (train/eval, forward/backward, running stats, determinism).
+// CPU-vs-CUDA parity of batch norm (train/eval, forward/backward, stats, fused ReLU, determinism).
 #include "kernels/batchnorm.h"
 
 #include <gtest/gtest.h>
@@ -137,6 +137,70 @@ TEST_F(CudaBatchNormTest, EvaluationForwardAndBackwardMatchCpu) {
         << "grad_gamma";
     EXPECT_TRUE(all_close(d_grad_beta.download(), grad_beta, kParityF32Rel, kParityF32Abs))
         << "grad_beta";
+  }
+}
+
+// The fused ReLU, train and eval. Both backwards take the CPU's output as the ReLU mask: an
+// output within rounding of 0 could take the other sign on the device, and a mask that differs
+// there is a correct result that no tolerance would accept.
+void check_fused_relu(const CudaContext& gpu, const CpuContext& cpu, const BatchNormShape& s,
+                      bool training) {
+  const BatchNormData d = make_data(s, 131);
+  const size_t n = d.x.size(), c = d.gamma.size();
+  std::vector<float> y(n), mean(c), invstd(c), grad_x(n), grad_gamma(c), grad_beta(c);
+  std::vector<float> running_mean = d.running_mean, running_var = d.running_var;
+  DeviceArray<float> d_x(d.x), d_grad_y(d.grad_y), d_gamma(d.gamma), d_beta(d.beta);
+  DeviceArray<float> d_running_mean(d.running_mean), d_running_var(d.running_var);
+  DeviceArray<float> d_y = poisoned_output(n), d_mean = poisoned_output(c);
+  DeviceArray<float> d_invstd = poisoned_output(c), d_grad_x = poisoned_output(n);
+  DeviceArray<float> d_grad_gamma = poisoned_output(c), d_grad_beta = poisoned_output(c);
+  if (training) {
+    batchnorm_forward_train(cpu, s, d.x.data(), d.gamma.data(), d.beta.data(), kMomentum, kEps,
+                            running_mean.data(), running_var.data(), y.data(), mean.data(),
+                            invstd.data(), true);
+    batchnorm_backward_train(cpu, s, d.x.data(), d.grad_y.data(), d.gamma.data(), mean.data(),
+                             invstd.data(), grad_x.data(), grad_gamma.data(), grad_beta.data(),
+                             y.data());
+    batchnorm_forward_train(gpu, s, d_x.data(), d_gamma.data(), d_beta.data(), kMomentum, kEps,
+                            d_running_mean.data(), d_running_var.data(), d_y.data(), d_mean.data(),
+                            d_invstd.data(), true);
+  } else {
+    batchnorm_forward_eval(cpu, s, d.x.data(), d.gamma.data(), d.beta.data(), d.running_mean.data(),
+                           d.running_var.data(), kEps, y.data(), true);
+    batchnorm_backward_eval(cpu, s, d.x.data(), d.grad_y.data(), d.gamma.data(),
+                            d.running_mean.data(), d.running_var.data(), kEps, grad_x.data(),
+                            grad_gamma.data(), grad_beta.data(), y.data());
+    batchnorm_forward_eval(gpu, s, d_x.data(), d_gamma.data(), d_beta.data(), d_running_mean.data(),
+                           d_running_var.data(), kEps, d_y.data(), true);
+  }
+  EXPECT_TRUE(all_close(d_y.download(), y, kParityF32Rel, kParityF32Abs)) << "y";
+  DeviceArray<float> d_mask(y);
+  if (training) {
+    // The CPU's statistics too, so the backward is compared on equal inputs.
+    DeviceArray<float> d_cpu_mean(mean), d_cpu_invstd(invstd);
+    batchnorm_backward_train(gpu, s, d_x.data(), d_grad_y.data(), d_gamma.data(), d_cpu_mean.data(),
+                             d_cpu_invstd.data(), d_grad_x.data(), d_grad_gamma.data(),
+                             d_grad_beta.data(), d_mask.data());
+    EXPECT_TRUE(all_close(d_running_var.download(), running_var, kParityF32Rel, kParityF32Abs))
+        << "running_var";
+  } else {
+    batchnorm_backward_eval(gpu, s, d_x.data(), d_grad_y.data(), d_gamma.data(),
+                            d_running_mean.data(), d_running_var.data(), kEps, d_grad_x.data(),
+                            d_grad_gamma.data(), d_grad_beta.data(), d_mask.data());
+  }
+  EXPECT_TRUE(all_close(d_grad_x.download(), grad_x, kParityF32Rel, kParityF32Abs)) << "grad_x";
+  EXPECT_TRUE(all_close(d_grad_gamma.download(), grad_gamma, kParityF32Rel, kParityF32Abs))
+      << "grad_gamma";
+  EXPECT_TRUE(all_close(d_grad_beta.download(), grad_beta, kParityF32Rel, kParityF32Abs))
+      << "grad_beta";
+}
+
+TEST_F(CudaBatchNormTest, FusedReluMatchesCpu) {
+  for (const BatchNormShape& s : kShapes) {
+    for (bool training : {true, false}) {
+      SCOPED_TRACE(describe(s) + (training ? " train" : " eval"));
+      check_fused_relu(gpu(), cpu, s, training);
+    }
   }
 }
 

@@ -115,6 +115,27 @@ TEST(BatchNorm2d, NoGradForwardStillTracksInTraining) {
   EXPECT_EQ(bn.num_batches_tracked(), 1);
 }
 
+// forward_relu is relu(bn(x)) with the same bookkeeping: counter, state version, hooks.
+TEST(BatchNorm2d, ForwardReluMatchesReluOfForward) {
+  for (bool training : {true, false}) {
+    BatchNorm2d plain(2), fused(2);
+    plain.train(training);
+    fused.train(training);
+    int hook_calls = 0;
+    fused.add_forward_hook([&](Module&, const Tensor&, const Tensor&) { ++hook_calls; });
+    const uint64_t version = fused.state_version();
+    const Tensor expected = relu(plain(bn_input()));
+    const Tensor y = fused.forward_relu(bn_input());
+    EXPECT_TRUE(test::all_close(y.to_vector<float>(), expected.to_vector<float>(),
+                                test::kReferenceF32Rel, test::kReferenceF32Abs));
+    EXPECT_EQ(fused.num_batches_tracked(), plain.num_batches_tracked());
+    EXPECT_EQ(fused.running_mean().to_vector<float>(), plain.running_mean().to_vector<float>());
+    EXPECT_EQ(fused.running_var().to_vector<float>(), plain.running_var().to_vector<float>());
+    EXPECT_EQ(fused.state_version() != version, training);
+    EXPECT_EQ(hook_calls, 1);
+  }
+}
+
 TEST(Pooling, ModulesMatchTheirOps) {
   Generator gen(13);
   const Tensor x = Tensor::rand({2, 3, 6, 6}, gen);
