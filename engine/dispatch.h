@@ -19,7 +19,8 @@ namespace retort {
 // Every op of the engine. nn/ and distill/ call ops; only ops call kernels, through dispatch().
 enum class OpId : uint8_t {
   add, sub, mul, div, affine, neg, exp, log, relu, relu6,
-  sum, mean, matmul, linear, conv2d, batch_norm, batch_norm_relu, max_pool2d, avg_pool2d,
+  sum, mean, matmul, linear, conv2d, conv2d_fused, batch_norm, batch_norm_relu, batch_norm_add_relu,
+  max_pool2d, avg_pool2d,
   adaptive_avg_pool2d,
   softmax, log_softmax, cross_entropy, kd_divergence, softmax_entropy,
   reshape, narrow, transpose, copy, fill, random, sgd_step, count_top1, augment,
@@ -49,8 +50,10 @@ inline constexpr std::array<OpInfo, static_cast<size_t>(OpId::count_)> kOpTable 
     {"matmul", true, true, true},
     {"linear", true, true, true},
     {"conv2d", true, true, true},
+    {"conv2d_fused", true, true, true},
     {"batch_norm", true, true, true},
     {"batch_norm_relu", true, true, true},
+    {"batch_norm_add_relu", true, true, true},
     {"max_pool2d", true, true, true},
     {"avg_pool2d", true, true, true},
     {"adaptive_avg_pool2d", true, true, true},

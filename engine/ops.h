@@ -59,6 +59,16 @@ struct Conv2dOptions {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
 
+enum class Activation { none, relu, relu6 };
+// act(conv2d(x, weight, bias, options) + residual) as one op: bias and residual may be undefined;
+// residual (N, C_out, out_h, out_w) has the output's shape, device and dtype. The bias, residual
+// and activation are applied as the convolution writes its output, bit for bit as the separate
+// ops would on the same device. Saves x and weight as conv2d does, plus its output for a ReLU's
+// mask.
+Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                    const Tensor& residual, Activation activation,
+                    const Conv2dOptions& options = {});
+
 // --- normalisation (engine/ops/batchnorm.cpp) --------------------------------------------------
 // x (N, C) or (N, C, H, W). Training: batch statistics, and running_mean/var (may be undefined)
 // are updated in place with `momentum` as PyTorch. Evaluation: running statistics.
@@ -71,6 +81,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
 Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias,
                        const Tensor& running_mean, const Tensor& running_var, bool training,
                        double momentum = 0.1, double eps = 1e-5);
+// relu(batch_norm(x, ...) + residual) as one op, the last unit of a residual block: residual is
+// shaped as x (same device and dtype) and is added after BN's output is rounded, as the unfused
+// ops do. One pass forward; backward masks the gradient once and writes the residual's gradient
+// in the pass that computes x's. Saves x and its own output.
+Tensor batch_norm_add_relu(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                           const Tensor& bias, const Tensor& running_mean,
+                           const Tensor& running_var, bool training, double momentum = 0.1,
+                           double eps = 1e-5);
 
 // --- pooling (engine/ops/pool.cpp) -------------------------------------------------------------
 struct Pool2dOptions {

@@ -1,4 +1,5 @@
-// 2-D convolution (NCHW, no bias, dilation 1, any groups): im2col + GEMM on the CPU, cuDNN on CUDA.
+// 2-D convolution (NCHW, dilation 1, any groups) with an optional fused bias/residual/activation
+// epilogue: im2col + GEMM on the CPU, cuDNN on CUDA.
 #pragma once
 
 #include <cstdint>
@@ -18,11 +19,29 @@ struct Conv2dShape {
   int64_t out_w() const { return (in_w + 2 * pad_w - kernel_w) / stride_w + 1; }
 };
 
-// y = conv(x, w). Overwrites y.
+enum class ConvActivation { none, relu, relu6 };
+
+// What conv2d_forward applies to each output element as it is written, in this order, each step
+// rounded to T: + bias[c], + residual, then the activation. The result is bit for bit that of the
+// separate passes on the same device (add_channel_bias, binary add, unary relu/relu6), with their
+// NaN and signed-zero behaviour.
 template <typename T>
-void conv2d_forward(const CpuContext& ctx, const Conv2dShape& s, const T* x, const T* w, T* y);
+struct ConvEpilogue {
+  const T* bias = nullptr;      // (out_channels), or none
+  const T* residual = nullptr;  // (batch, out_channels, out_h, out_w), contiguous, or none; must
+                                // not overlap y
+  ConvActivation activation = ConvActivation::none;
+  bool empty() const {
+    return bias == nullptr && residual == nullptr && activation == ConvActivation::none;
+  }
+};
+
+// y = epilogue(conv(x, w)). Overwrites y.
+template <typename T>
+void conv2d_forward(const CpuContext& ctx, const Conv2dShape& s, const T* x, const T* w, T* y,
+                    const ConvEpilogue<T>& epilogue = {});
 void conv2d_forward(const CudaContext& ctx, const Conv2dShape& s, const float* x, const float* w,
-                    float* y);
+                    float* y, const ConvEpilogue<float>& epilogue = {});
 
 // grad_x = d(sum grad_y * y)/dx. Overwrites grad_x.
 template <typename T>

@@ -1,5 +1,5 @@
-// batch_norm and batch_norm_relu: training (batch statistics, running-statistics update) and
-// evaluation, with backward.
+// batch_norm, batch_norm_relu and batch_norm_add_relu: training (batch statistics,
+// running-statistics update) and evaluation, with backward.
 #include "kernels/batchnorm.h"
 
 #include "engine/ops/common.h"
@@ -10,8 +10,8 @@ namespace {
 using ops_detail::check_floating;
 using ops_detail::record;
 
-// kOp is batch_norm or batch_norm_relu; the latter also keeps its output, whose sign is the
-// ReLU's mask.
+// kOp is batch_norm, batch_norm_relu or batch_norm_add_relu; the last two also keep their output,
+// whose sign is the ReLU's mask, and the last one has the residual as a fourth input.
 template <OpId kOp>
 struct BatchNormBackward final : Node {
   kernels::BatchNormShape shape;
@@ -20,27 +20,34 @@ struct BatchNormBackward final : Node {
   Tensor x, weight;
   Tensor mean, invstd;        // training: the batch statistics of the forward
   Tensor running_mean, running_var;  // evaluation: a snapshot of the statistics used
-  Tensor relu_y;              // batch_norm_relu: the output (N, C[, H, W])
+  Tensor relu_y;              // with the ReLU: the output (N, C[, H, W])
   std::string_view name() const override { return op_info(kOp).name; }
   std::vector<Tensor> apply(const Tensor& g_in) override {
     Tensor g = g_in.contiguous();
     Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
     Tensor gw = Tensor::empty({shape.channels}, x.dtype(), x.device());
     Tensor gb = Tensor::empty({shape.channels}, x.dtype(), x.device());
+    // The residual's gradient is the masked grad_y that BN receives, written in the same pass.
+    Tensor gr;
+    if (kOp == OpId::batch_norm_add_relu && next_edges[3].active()) {
+      gr = Tensor::empty(x.shape(), x.dtype(), x.device());
+    }
     dispatch<kOp>(x.device(), x.dtype(), [&](const auto& ctx, auto tag) {
       using T = decltype(tag);
       const T* mask = relu_y.defined() ? relu_y.data<T>() : nullptr;
+      T* grad_residual = gr.defined() ? gr.data<T>() : nullptr;
       if (training) {
         kernels::batchnorm_backward_train(ctx, shape, x.data<T>(), g.data<T>(), weight.data<T>(),
                                           mean.data<T>(), invstd.data<T>(), gx.data<T>(),
-                                          gw.data<T>(), gb.data<T>(), mask);
+                                          gw.data<T>(), gb.data<T>(), mask, grad_residual);
       } else {
         kernels::batchnorm_backward_eval(ctx, shape, x.data<T>(), g.data<T>(), weight.data<T>(),
                                          running_mean.data<T>(), running_var.data<T>(),
                                          static_cast<T>(eps), gx.data<T>(), gw.data<T>(),
-                                         gb.data<T>(), mask);
+                                         gb.data<T>(), mask, grad_residual);
       }
     });
+    if constexpr (kOp == OpId::batch_norm_add_relu) return {gx, gw, gb, gr};
     return {gx, gw, gb};
   }
   void release_saved() override {
@@ -64,10 +71,11 @@ void check_channel_vector(const Tensor& t, const Tensor& x, int64_t channels, co
 }
 
 template <OpId kOp>
-Tensor batch_norm_impl(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in,
-                       const Tensor& running_mean, const Tensor& running_var, bool training,
-                       double momentum, double eps) {
-  constexpr bool kRelu = kOp == OpId::batch_norm_relu;
+Tensor batch_norm_impl(const Tensor& x_in, const Tensor& residual_in, const Tensor& weight_in,
+                       const Tensor& bias_in, const Tensor& running_mean,
+                       const Tensor& running_var, bool training, double momentum, double eps) {
+  constexpr bool kAdd = kOp == OpId::batch_norm_add_relu;
+  constexpr bool kRelu = kOp == OpId::batch_norm_relu || kAdd;
   const std::string op(op_info(kOp).name);
   const char* name = op.c_str();
   check_floating(x_in, name, "x");
@@ -93,6 +101,15 @@ Tensor batch_norm_impl(const Tensor& x_in, const Tensor& weight_in, const Tensor
   if (!training && !running_mean.defined()) {
     throw std::invalid_argument(op + ": evaluation mode needs running_mean and running_var");
   }
+  if constexpr (kAdd) {
+    check_floating(residual_in, name, "residual");
+    check_same_device_dtype(x_in, residual_in, name);
+    if (residual_in.shape() != x_in.shape()) {
+      throw std::invalid_argument(op + ": residual " + shape_str(residual_in.shape()) +
+                                  " does not match input " + shape_str(x_in.shape()));
+    }
+  }
+  const Tensor residual = kAdd ? residual_in.contiguous() : Tensor();
   Tensor weight = weight_in.defined() ? weight_in : Tensor::ones({s.channels}, x_in.dtype(), x_in.device());
   Tensor bias = bias_in.defined() ? bias_in : Tensor::zeros({s.channels}, x_in.dtype(), x_in.device());
   Tensor x = x_in.contiguous();
@@ -109,17 +126,19 @@ Tensor batch_norm_impl(const Tensor& x_in, const Tensor& weight_in, const Tensor
       kernels::batchnorm_forward_train(ctx, s, x.data<T>(), weight.data<T>(), bias.data<T>(),
                                        static_cast<T>(momentum), static_cast<T>(eps),
                                        rm.data<T>(), rv.data<T>(), y.data<T>(),
-                                       save_mean.data<T>(), save_invstd.data<T>(), kRelu);
+                                       save_mean.data<T>(), save_invstd.data<T>(), kRelu,
+                                       kAdd ? residual.data<T>() : nullptr);
     });
   } else {
     dispatch<kOp>(x.device(), x.dtype(), [&](const auto& ctx, auto tag) {
       using T = decltype(tag);
       kernels::batchnorm_forward_eval(ctx, s, x.data<T>(), weight.data<T>(), bias.data<T>(),
                                       running_mean.data<T>(), running_var.data<T>(),
-                                      static_cast<T>(eps), y.data<T>(), kRelu);
+                                      static_cast<T>(eps), y.data<T>(), kRelu,
+                                      kAdd ? residual.data<T>() : nullptr);
     });
   }
-  record<BatchNormBackward<kOp>>(y, {&x_in, &weight_in, &bias_in}, [&] {
+  auto make = [&] {
     auto node = std::make_shared<BatchNormBackward<kOp>>();
     node->shape = s;
     node->training = training;
@@ -137,7 +156,12 @@ Tensor batch_norm_impl(const Tensor& x_in, const Tensor& weight_in, const Tensor
     }
     if constexpr (kRelu) node->relu_y = y.detach();
     return node;
-  });
+  };
+  if constexpr (kAdd) {
+    record<BatchNormBackward<kOp>>(y, {&x_in, &weight_in, &bias_in, &residual_in}, make);
+  } else {
+    record<BatchNormBackward<kOp>>(y, {&x_in, &weight_in, &bias_in}, make);
+  }
   return y;
 }
 
@@ -146,15 +170,23 @@ Tensor batch_norm_impl(const Tensor& x_in, const Tensor& weight_in, const Tensor
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
                   double momentum, double eps) {
-  return batch_norm_impl<OpId::batch_norm>(x, weight, bias, running_mean, running_var, training,
-                                           momentum, eps);
+  return batch_norm_impl<OpId::batch_norm>(x, Tensor(), weight, bias, running_mean, running_var,
+                                           training, momentum, eps);
 }
 
 Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias,
                        const Tensor& running_mean, const Tensor& running_var, bool training,
                        double momentum, double eps) {
-  return batch_norm_impl<OpId::batch_norm_relu>(x, weight, bias, running_mean, running_var,
-                                                training, momentum, eps);
+  return batch_norm_impl<OpId::batch_norm_relu>(x, Tensor(), weight, bias, running_mean,
+                                                running_var, training, momentum, eps);
+}
+
+Tensor batch_norm_add_relu(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                           const Tensor& bias, const Tensor& running_mean,
+                           const Tensor& running_var, bool training, double momentum,
+                           double eps) {
+  return batch_norm_impl<OpId::batch_norm_add_relu>(x, residual, weight, bias, running_mean,
+                                                    running_var, training, momentum, eps);
 }
 
 }  // namespace retort

@@ -1,4 +1,5 @@
-// CPU twin of kernels/conv.h: im2col + Eigen GEMM over row tiles; direct loops for depthwise.
+// CPU twin of kernels/conv.h: im2col + Eigen GEMM over row tiles; direct loops for depthwise; the
+// epilogue applied to each tile or plane as soon as it is computed.
 #include "kernels/conv.h"
 
 #include <omp.h>
@@ -8,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/conv_epilogue.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
@@ -455,10 +457,14 @@ void depthwise_channel_backward_filter(const Conv2dShape& s, const Geometry& geo
 }  // namespace
 
 // Work items are (sample, tile of output rows): independent, so batch 1 still spreads over threads.
+// The epilogue runs on each item's outputs right after its GEMMs (or each depthwise plane), while
+// they are still in cache, rather than as another pass over y.
 template <typename T>
-void conv2d_forward(const CpuContext& ctx, const Conv2dShape& s, const T* x, const T* w, T* y) {
+void conv2d_forward(const CpuContext& ctx, const Conv2dShape& s, const T* x, const T* w, T* y,
+                    const ConvEpilogue<T>& epilogue) {
   check_shape(s, "conv2d_forward");
   const Geometry geo(s, sizeof(T));
+  const cpu_detail::ConvEpilogueApplier<T> finish(epilogue);
   if (geo.depthwise) {
     const int64_t planes = s.batch * s.in_channels;
     const int threads = thread_count(ctx, s, planes);
@@ -472,6 +478,7 @@ void conv2d_forward(const CpuContext& ctx, const Conv2dShape& s, const T* x, con
         const int64_t c = p % s.in_channels;
         depthwise_plane_forward(s, geo, x + p * geo.in_pix, w + c * s.kernel_h * s.kernel_w,
                                 y + p * geo.out_pix, buffer);
+        if (!finish.empty()) finish.apply(c, p * geo.out_pix, geo.out_pix, y);
       }
     }
     return;
@@ -511,6 +518,12 @@ void conv2d_forward(const CpuContext& ctx, const Conv2dShape& s, const T* x, con
           im2col(s, geo, geo.in_per_group, x_g, row0, pix / geo.out_w, col);
           gemm(kSerial, false, false, geo.out_per_group, pix, geo.k_per_group, T(1), w_g,
                geo.k_per_group, col, pix, T(0), y_g, geo.out_pix);
+        }
+        if (finish.empty()) continue;
+        for (int64_t co = 0; co < geo.out_per_group; ++co) {
+          const int64_t channel = g * geo.out_per_group + co;
+          finish.apply(channel, (n * s.out_channels + channel) * geo.out_pix + row0 * geo.out_w,
+                       pix, y);
         }
       }
     }
@@ -698,9 +711,9 @@ void conv2d_backward_filter(const CpuContext& ctx, const Conv2dShape& s, const T
 }
 
 template void conv2d_forward<float>(const CpuContext&, const Conv2dShape&, const float*,
-                                    const float*, float*);
+                                    const float*, float*, const ConvEpilogue<float>&);
 template void conv2d_forward<double>(const CpuContext&, const Conv2dShape&, const double*,
-                                     const double*, double*);
+                                     const double*, double*, const ConvEpilogue<double>&);
 template void conv2d_backward_data<float>(const CpuContext&, const Conv2dShape&, const float*,
                                           const float*, float*);
 template void conv2d_backward_data<double>(const CpuContext&, const Conv2dShape&, const double*,

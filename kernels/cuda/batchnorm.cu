@@ -1,4 +1,5 @@
-// CUDA twin of kernels/batchnorm.h (ReLU optionally fused): statistics in double, no atomics.
+// CUDA twin of kernels/batchnorm.h (residual add and ReLU optionally fused): statistics in double,
+// no atomics.
 #include "kernels/batchnorm.h"
 
 #include <cmath>
@@ -164,17 +165,20 @@ void channel_moments(const CudaContext& ctx, const BatchNormShape& s, const floa
 }
 
 // ---- Per-element maps with per-channel coefficients ---------------------------------------------
-// out[i] = f(c, a[i], b[i]) with c the channel of element i. With kVec4 the spatial size is a
-// multiple of 4 and every pointer is 16-byte aligned, so the four elements of a float4 share c.
-// When mask (the fused ReLU's output) is given, b[i] is read as 0 where mask[i] <= 0 (or NaN).
+// out[i] = f(c, a[i], b[i]) with c the channel of element i (b[i] = 0 when b is null). With kVec4
+// the spatial size is a multiple of 4 and every pointer is 16-byte aligned, so the four elements
+// of a float4 share c. When mask (the fused ReLU's output) is given, b[i] is read as 0 where
+// mask[i] <= 0 (or NaN). When b_out is given, the b[i] that f received is stored there too (the
+// residual's gradient of a fused residual add).
 
-struct NormaliseFn {  // y = (x - mean) * invstd * gamma + beta, then max(y, 0) with relu
+struct NormaliseFn {  // y = (x - mean) * invstd * gamma + beta (+ residual), then max(y, 0)
   const float *mean, *invstd, *var_for_eval, *gamma, *beta;
   float eps;
-  bool relu;
-  __device__ float operator()(int64_t c, float x, float) const {
+  bool relu, add;
+  __device__ float operator()(int64_t c, float x, float residual) const {
     const float inv = invstd != nullptr ? invstd[c] : 1.0f / sqrtf(var_for_eval[c] + eps);
-    const float y = (x - mean[c]) * (inv * gamma[c]) + beta[c];
+    float y = (x - mean[c]) * (inv * gamma[c]) + beta[c];
+    if (add) y = y + residual;
     return relu && y <= 0.0f ? 0.0f : y;  // the relu op's rule: NaN passes
   }
 };
@@ -203,7 +207,8 @@ __device__ inline float masked(float b, float mask) {
 
 template <bool kVec4, typename Index, typename F>
 __global__ void channel_map_kernel(Index numel, Index channels, Index spatial, const float* a,
-                                   const float* b, const float* mask, float* out, F f) {
+                                   const float* b, const float* mask, float* out, float* b_out,
+                                   F f) {
   const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
   const Index first = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (kVec4) {
@@ -215,25 +220,29 @@ __global__ void channel_map_kernel(Index numel, Index channels, Index spatial, c
         const float4 m = reinterpret_cast<const float4*>(mask)[i];
         v = make_float4(masked(v.x, m.x), masked(v.y, m.y), masked(v.z, m.z), masked(v.w, m.w));
       }
+      if (b_out != nullptr) reinterpret_cast<float4*>(b_out)[i] = v;
       reinterpret_cast<float4*>(out)[i] =
           make_float4(f(c, u.x, v.x), f(c, u.y, v.y), f(c, u.z, v.z), f(c, u.w, v.w));
     }
   } else {
     for (Index i = first; i < numel; i += step) {
       const int64_t c = (i / spatial) % channels;
-      const float v = b != nullptr ? b[i] : 0.0f;
-      out[i] = f(c, a[i], mask != nullptr ? masked(v, mask[i]) : v);
+      float v = b != nullptr ? b[i] : 0.0f;
+      if (mask != nullptr) v = masked(v, mask[i]);
+      if (b_out != nullptr) b_out[i] = v;
+      out[i] = f(c, a[i], v);
     }
   }
 }
 
 template <typename F>
 void channel_map(const CudaContext& ctx, const BatchNormShape& s, const float* a, const float* b,
-                 const float* mask, float* out, F f) {
+                 const float* mask, float* out, float* b_out, F f) {
   const int64_t numel = s.batch * s.channels * s.spatial;
   if (numel <= 0) return;
   const bool vec4 = s.spatial % 4 == 0 && aligned16(a) && (b == nullptr || aligned16(b)) &&
-                    (mask == nullptr || aligned16(mask)) && aligned16(out);
+                    (mask == nullptr || aligned16(mask)) && aligned16(out) &&
+                    (b_out == nullptr || aligned16(b_out));
   const int64_t work = vec4 ? numel / 4 : numel;
   const unsigned blocks = blocks_for(work);
   // i + step stays below 2^31 in the 32-bit variant.
@@ -241,17 +250,17 @@ void channel_map(const CudaContext& ctx, const BatchNormShape& s, const float* a
   if (vec4 && small) {
     channel_map_kernel<true, int32_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
         static_cast<int32_t>(numel), static_cast<int32_t>(s.channels),
-        static_cast<int32_t>(s.spatial), a, b, mask, out, f);
+        static_cast<int32_t>(s.spatial), a, b, mask, out, b_out, f);
   } else if (vec4) {
     channel_map_kernel<true, int64_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
-        numel, s.channels, s.spatial, a, b, mask, out, f);
+        numel, s.channels, s.spatial, a, b, mask, out, b_out, f);
   } else if (small) {
     channel_map_kernel<false, int32_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
         static_cast<int32_t>(numel), static_cast<int32_t>(s.channels),
-        static_cast<int32_t>(s.spatial), a, b, mask, out, f);
+        static_cast<int32_t>(s.spatial), a, b, mask, out, b_out, f);
   } else {
     channel_map_kernel<false, int64_t><<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(
-        numel, s.channels, s.spatial, a, b, mask, out, f);
+        numel, s.channels, s.spatial, a, b, mask, out, b_out, f);
   }
   RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
 }
@@ -272,7 +281,7 @@ void validate(const char* op, const BatchNormShape& s) {
 void batchnorm_forward_train(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                              const float* gamma, const float* beta, float momentum, float eps,
                              float* running_mean, float* running_var, float* y, float* save_mean,
-                             float* save_invstd, bool relu) {
+                             float* save_invstd, bool relu, const float* residual) {
   validate("batchnorm_forward_train", s);
   if (s.channels == 0) return;
   // The engine rejects batches with fewer than two values per channel (as PyTorch does); these
@@ -295,22 +304,25 @@ void batchnorm_forward_train(const CudaContext& ctx, const BatchNormShape& s, co
   finish.save_mean = save_mean;
   finish.save_invstd = save_invstd;
   channel_moments<Moments::kStats>(ctx, s, x, nullptr, nullptr, nullptr, finish);
-  channel_map(ctx, s, x, nullptr, nullptr, y,
-              NormaliseFn{save_mean, save_invstd, nullptr, gamma, beta, eps, relu});
+  channel_map(ctx, s, x, residual, nullptr, y, nullptr,
+              NormaliseFn{save_mean, save_invstd, nullptr, gamma, beta, eps, relu,
+                          residual != nullptr});
 }
 
 void batchnorm_forward_eval(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                             const float* gamma, const float* beta, const float* running_mean,
-                            const float* running_var, float eps, float* y, bool relu) {
+                            const float* running_var, float eps, float* y, bool relu,
+                            const float* residual) {
   validate("batchnorm_forward_eval", s);
-  channel_map(ctx, s, x, nullptr, nullptr, y,
-              NormaliseFn{running_mean, nullptr, running_var, gamma, beta, eps, relu});
+  channel_map(ctx, s, x, residual, nullptr, y, nullptr,
+              NormaliseFn{running_mean, nullptr, running_var, gamma, beta, eps, relu,
+                          residual != nullptr});
 }
 
 void batchnorm_backward_train(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                               const float* grad_y, const float* gamma, const float* save_mean,
                               const float* save_invstd, float* grad_x, float* grad_gamma,
-                              float* grad_beta, const float* relu_y) {
+                              float* grad_beta, const float* relu_y, float* grad_residual) {
   validate("batchnorm_backward_train", s);
   if (s.channels == 0) return;
   const int64_t count = s.batch * s.spatial;
@@ -326,14 +338,14 @@ void batchnorm_backward_train(const CudaContext& ctx, const BatchNormShape& s, c
   finish.grad_beta = grad_beta;
   channel_moments<Moments::kGradient>(ctx, s, x, grad_y, relu_y, save_mean, finish);
   const float inv_count = static_cast<float>(1.0 / static_cast<double>(count));
-  channel_map(ctx, s, x, grad_y, relu_y, grad_x,
+  channel_map(ctx, s, x, grad_y, relu_y, grad_x, grad_residual,
               TrainGradFn{save_mean, save_invstd, gamma, grad_gamma, grad_beta, inv_count});
 }
 
 void batchnorm_backward_eval(const CudaContext& ctx, const BatchNormShape& s, const float* x,
                              const float* grad_y, const float* gamma, const float* running_mean,
                              const float* running_var, float eps, float* grad_x, float* grad_gamma,
-                             float* grad_beta, const float* relu_y) {
+                             float* grad_beta, const float* relu_y, float* grad_residual) {
   validate("batchnorm_backward_eval", s);
   if (s.channels == 0) return;
   const int64_t count = s.batch * s.spatial;
@@ -349,7 +361,7 @@ void batchnorm_backward_eval(const CudaContext& ctx, const BatchNormShape& s, co
   finish.grad_gamma = grad_gamma;
   finish.grad_beta = grad_beta;
   channel_moments<Moments::kGradient>(ctx, s, x, grad_y, relu_y, running_mean, finish);
-  channel_map(ctx, s, x, grad_y, relu_y, grad_x, EvalGradFn{running_var, gamma, eps});
+  channel_map(ctx, s, x, grad_y, relu_y, grad_x, grad_residual, EvalGradFn{running_var, gamma, eps});
 }
 
 }  // namespace retort::kernels

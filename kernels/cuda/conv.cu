@@ -1,4 +1,5 @@
-// CUDA twin of kernels/conv.h: cuDNN convolutions with algorithms measured once per shape.
+// CUDA twin of kernels/conv.h: cuDNN convolutions with algorithms measured once per shape, and
+// one hand-written kernel for the forward epilogue.
 #include "kernels/conv.h"
 
 #include <algorithm>
@@ -16,7 +17,12 @@
 namespace retort::kernels {
 namespace {
 
+using cuda_detail::aligned16;
+using cuda_detail::blocks_for;
 using cuda_detail::checked_int;
+using cuda_detail::global_thread_index;
+using cuda_detail::grid_stride;
+using cuda_detail::kThreadsPerBlock;
 
 std::string describe(const Conv2dShape& s) {
   std::ostringstream out;
@@ -295,13 +301,89 @@ void run_conv(const CudaContext& ctx, const Conv2dShape& s, const ConvOperands& 
   Traits::run(ctx.cudnn, *plan, o, workspace);
 }
 
+// ---- Forward epilogue ---------------------------------------------------------------------------
+// v = act((v + bias) + residual), written as channel_bias_kernel, BinaryFn<add> and
+// UnaryForwardFn<relu/relu6> in elementwise.cu write them, so that the fused result is
+// bit-identical to those passes on the device (their relu maps -0 to +0 and lets NaN through).
+// A missing step is skipped, not done with a neutral value.
+template <ConvActivation kActivation>
+__device__ __forceinline__ float conv_epilogue_value(float v, bool has_bias, float bias,
+                                                     bool has_residual, float residual) {
+  if (has_bias) v += bias;
+  if (has_residual) v += residual;
+  if constexpr (kActivation == ConvActivation::relu) v = v <= 0.0f ? 0.0f : v;
+  if constexpr (kActivation == ConvActivation::relu6) {
+    v = v <= 0.0f ? 0.0f : (v >= 6.0f ? 6.0f : v);
+  }
+  return v;
+}
+
+// In place on y (batch, channels, plane). With kVec4, y and residual are 16-byte aligned and
+// plane is a multiple of 4, so each float4 lies inside one channel's plane and n % 4 == 0.
+template <bool kVec4, ConvActivation kActivation>
+__global__ void conv_epilogue_kernel(int64_t n, int64_t channels, int64_t plane,
+                                     const float* bias, const float* residual, float* y) {
+  const bool has_bias = bias != nullptr, has_residual = residual != nullptr;
+  if constexpr (kVec4) {
+    const int64_t n4 = n / 4;
+    for (int64_t q = global_thread_index(); q < n4; q += grid_stride()) {
+      const float b = has_bias ? bias[(q * 4 / plane) % channels] : 0.0f;
+      const float4 r = has_residual ? reinterpret_cast<const float4*>(residual)[q]
+                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      float4 v = reinterpret_cast<const float4*>(y)[q];
+      v.x = conv_epilogue_value<kActivation>(v.x, has_bias, b, has_residual, r.x);
+      v.y = conv_epilogue_value<kActivation>(v.y, has_bias, b, has_residual, r.y);
+      v.z = conv_epilogue_value<kActivation>(v.z, has_bias, b, has_residual, r.z);
+      v.w = conv_epilogue_value<kActivation>(v.w, has_bias, b, has_residual, r.w);
+      reinterpret_cast<float4*>(y)[q] = v;
+    }
+  } else {
+    for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
+      const float b = has_bias ? bias[(i / plane) % channels] : 0.0f;
+      const float r = has_residual ? residual[i] : 0.0f;
+      y[i] = conv_epilogue_value<kActivation>(y[i], has_bias, b, has_residual, r);
+    }
+  }
+}
+
+template <ConvActivation kActivation>
+void launch_conv_epilogue(const CudaContext& ctx, int64_t n, int64_t channels, int64_t plane,
+                          const ConvEpilogue<float>& e, float* y) {
+  const bool vec4 =
+      plane % 4 == 0 && aligned16(y) && (e.residual == nullptr || aligned16(e.residual));
+  const unsigned blocks = blocks_for(vec4 ? n / 4 : n);
+  if (vec4) {
+    conv_epilogue_kernel<true, kActivation>
+        <<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(n, channels, plane, e.bias, e.residual, y);
+  } else {
+    conv_epilogue_kernel<false, kActivation>
+        <<<blocks, kThreadsPerBlock, 0, ctx.stream>>>(n, channels, plane, e.bias, e.residual, y);
+  }
+  RETORT_CUDA_CHECK_LAUNCH(ctx.stream);
+}
+
 }  // namespace
 
+// The epilogue is one extra elementwise pass after cuDNN (no host synchronisation, no
+// allocation: the whole forward stays capturable in a CUDA graph). cudnnConvolutionBiasActivation-
+// Forward is not used: deprecated in cuDNN 9, and it offers neither relu6 nor -0/NaN control.
 void conv2d_forward(const CudaContext& ctx, const Conv2dShape& s, const float* x, const float* w,
-                    float* y) {
+                    float* y, const ConvEpilogue<float>& epilogue) {
   validate(ForwardTraits::kName, s);
   if (s.batch == 0) return;
   run_conv<ForwardTraits>(ctx, s, ConvOperands{x, w, y});
+  if (epilogue.empty()) return;
+  const int64_t plane = s.out_h() * s.out_w(), n = s.batch * s.out_channels * plane;
+  switch (epilogue.activation) {
+    case ConvActivation::none:
+      return launch_conv_epilogue<ConvActivation::none>(ctx, n, s.out_channels, plane, epilogue, y);
+    case ConvActivation::relu:
+      return launch_conv_epilogue<ConvActivation::relu>(ctx, n, s.out_channels, plane, epilogue, y);
+    case ConvActivation::relu6:
+      return launch_conv_epilogue<ConvActivation::relu6>(ctx, n, s.out_channels, plane, epilogue,
+                                                         y);
+  }
+  throw std::invalid_argument("conv2d_forward (CUDA): unknown ConvActivation");
 }
 
 void conv2d_backward_data(const CudaContext& ctx, const Conv2dShape& s, const float* grad_y,

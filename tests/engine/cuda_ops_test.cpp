@@ -194,6 +194,46 @@ void conv2d_sweep() {
   }
 }
 
+// conv2d_fused over a few of conv2d's geometries (float4 and scalar epilogue paths), each
+// activation, with and without bias and residual; residuals in (-3, 9) reach past relu6's 6.
+void conv2d_fused_sweep() {
+  struct Case {
+    const char* name;
+    Shape x, w, y;
+    Conv2dOptions o;
+  };
+  const Case cases[] = {
+      {"3x3 pad 1", {2, 4, 8, 8}, {6, 4, 3, 3}, {2, 6, 8, 8}, Conv2dOptions::make(1, 1)},
+      {"3x3 stride 2 odd", {2, 4, 9, 9}, {6, 4, 3, 3}, {2, 6, 5, 5}, Conv2dOptions::make(2, 1)},
+      {"1x1 stride 1", {3, 5, 4, 6}, {7, 5, 1, 1}, {3, 7, 4, 6}, Conv2dOptions::make(1, 0)},
+      {"depthwise 7x5", {2, 6, 7, 5}, {6, 1, 3, 3}, {2, 6, 7, 5}, Conv2dOptions::make(1, 1, 6)},
+      {"grouped", {2, 4, 5, 6}, {6, 2, 3, 3}, {2, 6, 3, 3}, Conv2dOptions::make(2, 1, 2)},
+  };
+  const std::pair<Activation, const char*> activations[] = {
+      {Activation::none, "none"}, {Activation::relu, "relu"}, {Activation::relu6, "relu6"}};
+  for (const Case& c : cases) {
+    for (const auto& [act, act_name] : activations) {
+      for (const int mask : {0, 1, 2, 3}) {
+        const bool has_bias = mask & 1, has_residual = mask & 2;
+        std::vector<Tensor> inputs = {uniform(c.x, 710), uniform(c.w, 711)};
+        if (has_bias) inputs.push_back(uniform({c.w[0]}, 712));
+        if (has_residual) inputs.push_back(uniform(c.y, 713, -3.0, 9.0));
+        const Conv2dOptions o = c.o;
+        expect_parity(
+            cat("conv2d_fused ", c.name, " ", act_name, has_bias ? " bias" : "",
+                has_residual ? " residual" : ""),
+            [o, act = act, has_bias, has_residual](const auto& in) {
+              size_t k = 2;
+              const Tensor b = has_bias ? in[k++] : Tensor();
+              const Tensor r = has_residual ? in[k++] : Tensor();
+              return conv2d_fused(in[0], in[1], b, r, act, o);
+            },
+            inputs);
+      }
+    }
+  }
+}
+
 // Training: batch statistics in the output and gradients, and the running statistics updated
 // in place on both devices. Evaluation: the running statistics, which must stay as they were.
 // With relu, the same through batch_norm_relu.
@@ -232,6 +272,28 @@ void batch_norm_sweep(bool training, bool relu = false) {
   if (plain.gpu.size() == 3) {
     EXPECT_TRUE(matches_cpu(plain.gpu[1], plain.cpu[1])) << mode << "running_mean";
     EXPECT_TRUE(matches_cpu(plain.gpu[2], plain.cpu[2])) << mode << "running_var";
+  }
+}
+
+// batch_norm_add_relu: the residual's gradient besides x's, weight's and bias's; the running
+// statistics updated as batch_norm's.
+void batch_norm_add_relu_sweep(bool training) {
+  const std::string mode = cat("batch_norm_add_relu", training ? " train " : " eval ");
+  const Shape shapes[] = {{4, 3, 5, 7}, {6, 5}, {1, 4, 3, 3}, {8, 16, 4, 4}};
+  for (const Shape& s : shapes) {
+    const int64_t c = s[1];
+    const ParityRun run = expect_parity(
+        cat(mode, shape_str(s)),
+        [training](const auto& in) {
+          return batch_norm_add_relu(in[0], in[5], in[1], in[2], in[3], in[4], training, 0.1,
+                                     1e-5);
+        },
+        {uniform(s, 820, -2.0, 3.0), uniform({c}, 821, 0.5, 1.5), uniform({c}, 822),
+         constant({c}, 823, -0.5, 0.5), constant({c}, 824, 0.5, 1.5), uniform(s, 825)});
+    if (run.gpu.size() == 6) {
+      EXPECT_TRUE(matches_cpu(run.gpu[3], run.cpu[3])) << mode << shape_str(s) << " running_mean";
+      EXPECT_TRUE(matches_cpu(run.gpu[4], run.cpu[4])) << mode << shape_str(s) << " running_var";
+    }
   }
 }
 
@@ -663,10 +725,15 @@ const std::map<std::string, ParityCase>& cases() {
       {"matmul", {{"matmul"}, [] { matmul_sweep(); }}},
       {"linear", {{"linear"}, [] { linear_sweep(); }}},
       {"conv2d", {{"conv2d"}, [] { conv2d_sweep(); }}},
+      {"conv2d_fused", {{"conv2d_fused"}, [] { conv2d_fused_sweep(); }}},
       {"batch_norm_train", {{"batch_norm"}, [] { batch_norm_sweep(true); }}},
       {"batch_norm_eval", {{"batch_norm"}, [] { batch_norm_sweep(false); }}},
       {"batch_norm_relu_train", {{"batch_norm_relu"}, [] { batch_norm_sweep(true, true); }}},
       {"batch_norm_relu_eval", {{"batch_norm_relu"}, [] { batch_norm_sweep(false, true); }}},
+      {"batch_norm_add_relu_train",
+       {{"batch_norm_add_relu"}, [] { batch_norm_add_relu_sweep(true); }}},
+      {"batch_norm_add_relu_eval",
+       {{"batch_norm_add_relu"}, [] { batch_norm_add_relu_sweep(false); }}},
       {"max_pool2d", {{"max_pool2d"}, [] { pool_sweep(true); }}},
       {"avg_pool2d", {{"avg_pool2d"}, [] { pool_sweep(false); }}},
       {"adaptive_avg_pool2d", {{"adaptive_avg_pool2d"}, [] { adaptive_pool_sweep(); }}},

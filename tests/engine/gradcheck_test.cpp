@@ -105,6 +105,35 @@ const std::map<std::string, Case>& cases() {
              [](const auto& in) { return conv2d(in[0], in[1], Tensor(), {2, 1, 0, 1, 1}); },
              {leaf({1, 2, 7, 5}, 30), leaf({3, 2, 1, 2}, 31)});
        }},
+      {"conv2d_fused",
+       [] {
+         // Residuals in (-3, 9) put outputs below 0, inside (0, 6) and above 6; the inputs are
+         // checked to stay clear of the kinks, where a central difference straddles two slopes.
+         for (const Activation act : {Activation::relu, Activation::relu6}) {
+           const std::vector<Tensor> in = {leaf({2, 4, 5, 6}, 325), leaf({6, 2, 3, 3}, 326),
+                                           leaf({6}, 327), leaf({2, 6, 3, 3}, 328, -3.0, 9.0)};
+           const Conv2dOptions o = Conv2dOptions::make(2, 1, 2);
+           {
+             NoGradGuard no_grad;
+             const Tensor pre = add(conv2d(in[0], in[1], in[2], o), in[3]);
+             for (const double v : pre.to_vector<double>()) {
+               if (std::abs(v) < 1e-3 || std::abs(v - 6.0) < 1e-3) {
+                 return ::testing::AssertionFailure() << "a pre-activation value " << v
+                                                      << " sits on a kink: change the seeds";
+               }
+             }
+           }
+           auto r = gradcheck(
+               [&](const auto& t) { return conv2d_fused(t[0], t[1], t[2], t[3], act, o); }, in);
+           if (!r) return r << (act == Activation::relu ? " (relu)" : " (relu6)");
+         }
+         // No bias, no activation, a 1x1 path: the residual's gradient is the incoming one.
+         return gradcheck(
+             [](const auto& t) {
+               return conv2d_fused(t[0], t[1], Tensor(), t[2], Activation::none, {});
+             },
+             {leaf({2, 3, 4, 5}, 329), leaf({4, 3, 1, 1}, 330), leaf({2, 4, 4, 5}, 331)});
+       }},
       {"batch_norm",
        [] {
          for (bool training : {true, false}) {
@@ -140,6 +169,26 @@ const std::map<std::string, Case>& cases() {
                return batch_norm_relu(in[0], in[1], in[2], Tensor(), Tensor(), true);
              },
              {leaf({5, 4}, 67), leaf({4}, 68), leaf({4}, 69)});
+       }},
+      {"batch_norm_add_relu",
+       [] {
+         for (bool training : {true, false}) {
+           Tensor running_mean = leaf({3}, 162, -0.5, 0.5, false);
+           Tensor running_var = leaf({3}, 163, 0.5, 1.5, false);
+           auto r = gradcheck(
+               [&](const auto& in) {
+                 return batch_norm_add_relu(in[0], in[3], in[1], in[2], running_mean, running_var,
+                                            training);
+               },
+               {leaf({4, 3, 2, 3}, 164), leaf({3}, 165), leaf({3}, 166), leaf({4, 3, 2, 3}, 167)});
+           if (!r) return r << " (training=" << training << ")";
+         }
+         return gradcheck(
+             [](const auto& in) {
+               return batch_norm_add_relu(in[0], in[1], Tensor(), Tensor(), Tensor(), Tensor(),
+                                          true);
+             },
+             {leaf({5, 4}, 168), leaf({5, 4}, 169)});
        }},
       {"max_pool2d",
        [] {

@@ -1,15 +1,20 @@
-// Tests of the CPU conv2d kernels (all three directions) against naive float64 loops.
+// Tests of the CPU conv2d kernels (all three directions) against naive float64 loops, and of the
+// fused forward epilogue against the separate passes it replaces.
 #include "kernels/conv.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/conv_epilogue.h"
+#include "kernels/elementwise.h"
 #include "tests/test_util.h"
 #include "tests/tolerances.h"
 
@@ -282,6 +287,158 @@ TYPED_TEST(ConvTest, BackwardFilterIsDeterministic) {
     // Thread counts differ only in how the batch sum is split: two summation orders.
     EXPECT_TRUE(all_close(parallel, serial, Tolerance<T>::rel, Tolerance<T>::abs));
   }
+}
+
+
+// ---- The fused epilogue: bit-identical to conv, add_channel_bias, add, relu/relu6 in turn. ----
+
+template <typename T>
+::testing::AssertionResult same_bits(const std::vector<T>& actual, const std::vector<T>& expected) {
+  if (actual.size() != expected.size()) return ::testing::AssertionFailure() << "sizes differ";
+  for (size_t i = 0; i < actual.size(); ++i) {
+    if (std::memcmp(&actual[i], &expected[i], sizeof(T)) != 0) {
+      return ::testing::AssertionFailure()
+             << "[" << i << "] " << actual[i] << " vs " << expected[i] << " (bits differ)";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+const char* activation_name(ConvActivation a) {
+  switch (a) {
+    case ConvActivation::none:
+      return "none";
+    case ConvActivation::relu:
+      return "relu";
+    case ConvActivation::relu6:
+      return "relu6";
+  }
+  return "?";
+}
+
+// The unfused composition through the separate kernels, each its own pass over y.
+template <typename T>
+std::vector<T> unfused_forward(const CpuContext& ctx, const Conv2dShape& s,
+                               const std::vector<T>& x, const std::vector<T>& w,
+                               const ConvEpilogue<T>& e) {
+  const int64_t n = y_elems(s);
+  std::vector<T> y(n), sum(n);
+  conv2d_forward<T>(ctx, s, x.data(), w.data(), y.data());
+  if (e.bias != nullptr) {
+    add_channel_bias<T>(ctx, s.batch, s.out_channels, s.out_h() * s.out_w(), e.bias, y.data());
+  }
+  if (e.residual != nullptr) {
+    BroadcastShape flat;
+    flat.ndim = 1;
+    flat.shape[0] = n;
+    flat.stride_a[0] = flat.stride_b[0] = 1;
+    binary_forward<T>(ctx, BinaryOp::add, flat, y.data(), e.residual, sum.data());
+    y.swap(sum);
+  }
+  if (e.activation == ConvActivation::relu) {
+    unary_forward<T>(ctx, UnaryOp::relu, n, y.data(), y.data());
+  } else if (e.activation == ConvActivation::relu6) {
+    unary_forward<T>(ctx, UnaryOp::relu6, n, y.data(), y.data());
+  }
+  return y;
+}
+
+// The shapes of the fused sweep: one per forward path and the geometry around it.
+std::vector<Conv2dShape> epilogue_cases() {
+  return {
+      // (batch, cin, h, w, cout, kh, kw, stride, pad, groups)
+      make_shape(2, 5, 7, 5, 6, 1, 1, 1, 0, 1),     // 1x1 pointwise
+      make_shape(2, 8, 6, 6, 8, 1, 1, 1, 0, 2),     // grouped pointwise
+      make_shape(2, 4, 9, 7, 6, 3, 3, 1, 1, 1),     // 3x3 stride 1 pad 1: the band path
+      make_shape(1, 16, 33, 31, 8, 3, 3, 1, 1, 1),  // band path, batch 1, two ragged row tiles
+      make_shape(2, 4, 9, 7, 6, 3, 3, 2, 1, 1),     // 3x3 stride 2: the im2col path
+      make_shape(2, 4, 7, 5, 6, 3, 3, 1, 1, 2),     // groups 2, band path
+      make_shape(3, 6, 9, 8, 4, 3, 3, 2, 1, 2),     // groups 2, im2col path
+      make_shape(2, 5, 7, 5, 5, 3, 3, 1, 1, 5),     // depthwise 3x3 stride 1
+      make_shape(1, 4, 9, 8, 4, 3, 3, 2, 1, 4),     // depthwise stride 2, batch 1
+      make_shape(2, 3, 7, 6, 3, 2, 3, 1, 2, 3),     // depthwise, general kernel
+      make_shape(1, 3, 7, 5, 5, 3, 3, 1, 1, 1),     // batch 1, odd spatial size
+  };
+}
+
+template <typename T>
+void check_epilogue_sweep(const Conv2dShape& s, int threads) {
+  SCOPED_TRACE(::testing::Message() << describe(s) << " threads=" << threads);
+  const CpuContext ctx{threads};
+  const auto x = random_vector<T>(x_elems(s), 31, T(-2), T(2));
+  const auto w = random_vector<T>(w_elems(s), 32);
+  // Biases up to 7 put whole channels above relu6's ceiling and others below zero.
+  const auto bias = random_vector<T>(s.out_channels, 33, T(-3), T(7));
+  for (const bool with_bias : {false, true}) {
+    // The residual lands some outputs exactly on 0 (residual = -pre), on or near 6 and well above
+    // it, and one on NaN; the rest are random.
+    ConvEpilogue<T> plain;
+    plain.bias = with_bias ? bias.data() : nullptr;
+    const std::vector<T> pre = unfused_forward<T>(ctx, s, x, w, plain);
+    auto residual = random_vector<T>(pre.size(), 34);
+    for (size_t i = 0; i < residual.size(); ++i) {
+      if (i % 7 == 0) residual[i] = -pre[i];
+      if (i % 7 == 3) residual[i] = T(6) - pre[i];
+      if (i % 7 == 5) residual[i] = T(7) - pre[i] + std::abs(residual[i]);
+    }
+    residual[1] = std::numeric_limits<T>::quiet_NaN();
+    for (const bool with_residual : {false, true}) {
+      for (const ConvActivation act :
+           {ConvActivation::none, ConvActivation::relu, ConvActivation::relu6}) {
+        SCOPED_TRACE(::testing::Message() << "bias=" << with_bias << " residual=" << with_residual
+                                          << " activation=" << activation_name(act));
+        ConvEpilogue<T> e;
+        e.bias = with_bias ? bias.data() : nullptr;
+        e.residual = with_residual ? residual.data() : nullptr;
+        e.activation = act;
+        const std::vector<T> expected = unfused_forward<T>(ctx, s, x, w, e);
+        std::vector<T> y(y_elems(s), std::numeric_limits<T>::quiet_NaN());
+        conv2d_forward<T>(ctx, s, x.data(), w.data(), y.data(), e);
+        EXPECT_TRUE(same_bits(y, expected));
+      }
+    }
+  }
+}
+
+TYPED_TEST(ConvTest, FusedEpilogueIsBitIdenticalToSeparatePasses) {
+  for (const auto& s : epilogue_cases()) {
+    check_epilogue_sweep<TypeParam>(s, 1);
+    check_epilogue_sweep<TypeParam>(s, 2);
+  }
+}
+
+// The special values: relu keeps -0 and NaN as the unary op does, relu6 too; infinities clip.
+TYPED_TEST(ConvTest, EpilogueActivationsMatchUnaryOps) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<T> values = {T(-0.0), T(0), nan, -nan, T(-1), T(3), T(6), T(7), -inf, inf,
+                                 std::numeric_limits<T>::denorm_min(), T(6) + T(1e-3)};
+  const CpuContext ctx{1};
+  const int64_t n = static_cast<int64_t>(values.size());
+  for (const auto& [act, op] : {std::pair{ConvActivation::relu, UnaryOp::relu},
+                                std::pair{ConvActivation::relu6, UnaryOp::relu6}}) {
+    ConvEpilogue<T> e;
+    e.activation = act;
+    std::vector<T> fused = values, expected(values.size());
+    cpu_detail::ConvEpilogueApplier<T>(e).apply(0, 0, n, fused.data());
+    unary_forward<T>(ctx, op, n, values.data(), expected.data());
+    EXPECT_TRUE(same_bits(fused, expected)) << activation_name(act);
+  }
+  // A missing bias or residual is skipped, not added as zero: -0 stays -0.
+  std::vector<T> minus_zero = {T(-0.0)};
+  cpu_detail::ConvEpilogueApplier<T>(ConvEpilogue<T>{}).apply(0, 0, 1, minus_zero.data());
+  EXPECT_TRUE(std::signbit(minus_zero[0]));
+}
+
+TYPED_TEST(ConvTest, EmptyEpilogueLeavesConvolutionAlone) {
+  using T = TypeParam;
+  const Conv2dShape s = make_shape(2, 4, 9, 7, 6, 3, 3, 1, 1, 1);
+  const auto x = random_vector<T>(x_elems(s), 41);
+  const auto w = random_vector<T>(w_elems(s), 42);
+  std::vector<T> plain(y_elems(s)), with_empty(y_elems(s));
+  conv2d_forward<T>(CpuContext{2}, s, x.data(), w.data(), plain.data());
+  conv2d_forward<T>(CpuContext{2}, s, x.data(), w.data(), with_empty.data(), ConvEpilogue<T>{});
+  EXPECT_TRUE(same_bits(with_empty, plain));
 }
 
 }  // namespace

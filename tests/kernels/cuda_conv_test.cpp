@@ -1,4 +1,5 @@
-// CPU-vs-CUDA parity of cuDNN convolutions in all directions, plus the algorithm cache modes.
+// CPU-vs-CUDA parity of cuDNN convolutions in all directions and of the fused forward epilogue,
+// plus the algorithm cache modes.
 #include "kernels/conv.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cuda/conv_algo_cache.h"
+#include "kernels/elementwise.h"
 #include "tests/kernels/cuda_test_util.h"
 #include "tests/test_util.h"
 #include "tests/tolerances.h"
@@ -170,6 +172,82 @@ TEST_F(CudaConvTest, EmptyBatchZeroesFilterGradient) {
   DeviceArray<float> d_grad_w = poisoned_output(w_size(s));
   conv2d_backward_filter(gpu(), s, d_x.data(), d_grad_y.data(), d_grad_w.data());
   EXPECT_TRUE(all_close(d_grad_w.download(), std::vector<float>(w_size(s), 0.0f), 0.0, 0.0));
+}
+
+// The fused epilogue (bias, residual, relu/relu6) on the device against the CPU's, over every
+// combination; planes of a multiple of 4 (8x8, 6x6) take the float4 path, the others (5x5, 7x7,
+// 7x5) the scalar path, and so does a residual one element off 16-byte alignment.
+TEST_F(CudaConvTest, FusedEpilogueMatchesCpu) {
+  const Conv2dShape shapes[] = {kShapes[0], kShapes[1], kShapes[2], kShapes[4], kShapes[6],
+                                kShapes[7]};
+  for (const Conv2dShape& s : shapes) {
+    const ConvData d = make_data(s, 93);
+    const std::vector<float> bias = random_vector<float>(static_cast<size_t>(s.out_channels), 94,
+                                                         -3.0f, 7.0f);
+    const std::vector<float> residual = random_vector<float>(y_size(s), 95, -3.0f, 3.0f);
+    DeviceArray<float> d_x(d.x), d_w(d.w), d_bias(bias);
+    for (const size_t residual_offset : {size_t{0}, size_t{1}}) {
+      DeviceArray<float> d_residual(residual, residual_offset);
+      for (const int mask : {0, 1, 2, 3}) {
+        for (const ConvActivation act :
+             {ConvActivation::none, ConvActivation::relu, ConvActivation::relu6}) {
+          SCOPED_TRACE(::testing::Message() << describe(s) << " bias=" << (mask & 1)
+                                            << " residual=" << (mask >> 1) << " activation="
+                                            << static_cast<int>(act) << " residual offset "
+                                            << residual_offset);
+          ConvEpilogue<float> cpu_e, gpu_e;
+          cpu_e.activation = gpu_e.activation = act;
+          if (mask & 1) {
+            cpu_e.bias = bias.data();
+            gpu_e.bias = d_bias.data();
+          }
+          if (mask & 2) {
+            cpu_e.residual = residual.data();
+            gpu_e.residual = d_residual.data();
+          }
+          std::vector<float> y(y_size(s));
+          conv2d_forward(cpu, s, d.x.data(), d.w.data(), y.data(), cpu_e);
+          DeviceArray<float> d_y = poisoned_output(y.size());
+          conv2d_forward(gpu(), s, d_x.data(), d_w.data(), d_y.data(), gpu_e);
+          EXPECT_TRUE(all_close(d_y.download(), y, kParityF32Rel, kParityF32Abs));
+        }
+      }
+    }
+  }
+}
+
+// On the device the fused epilogue is bit for bit the separate passes it replaces.
+TEST_F(CudaConvTest, FusedEpilogueIsBitIdenticalToSeparatePasses) {
+  mutable_gpu().deterministic = true;  // the same cuDNN algorithm for both runs
+  for (const Conv2dShape& s : {kShapes[0], kShapes[2], kShapes[4]}) {
+    SCOPED_TRACE(describe(s));
+    const ConvData d = make_data(s, 96);
+    const std::vector<float> bias = random_vector<float>(static_cast<size_t>(s.out_channels), 97,
+                                                         -3.0f, 7.0f);
+    const std::vector<float> residual = random_vector<float>(y_size(s), 98, -3.0f, 3.0f);
+    DeviceArray<float> d_x(d.x), d_w(d.w), d_bias(bias), d_residual(residual);
+    const int64_t n = static_cast<int64_t>(y_size(s));
+    for (const auto& [act, op] : {std::pair{ConvActivation::relu, UnaryOp::relu},
+                                  std::pair{ConvActivation::relu6, UnaryOp::relu6}}) {
+      DeviceArray<float> fused = poisoned_output(y_size(s)), separate = poisoned_output(y_size(s));
+      ConvEpilogue<float> e;
+      e.bias = d_bias.data();
+      e.residual = d_residual.data();
+      e.activation = act;
+      conv2d_forward(gpu(), s, d_x.data(), d_w.data(), fused.data(), e);
+      conv2d_forward(gpu(), s, d_x.data(), d_w.data(), separate.data());
+      add_channel_bias(gpu(), s.batch, s.out_channels, s.out_h() * s.out_w(), d_bias.data(),
+                       separate.data());
+      BroadcastShape flat;
+      flat.ndim = 1;
+      flat.shape[0] = n;
+      flat.stride_a[0] = flat.stride_b[0] = 1;
+      DeviceArray<float> sum = poisoned_output(y_size(s));
+      binary_forward(gpu(), BinaryOp::add, flat, separate.data(), d_residual.data(), sum.data());
+      unary_forward(gpu(), op, n, sum.data(), sum.data());
+      EXPECT_TRUE(bitwise_equal(fused.download(), sum.download())) << static_cast<int>(act);
+    }
+  }
 }
 
 TEST_F(CudaConvTest, InvalidShapeThrows) {
