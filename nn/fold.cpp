@@ -234,6 +234,16 @@ const FoldedConv* ConvBnFold::conv_forward() {
   return &folded_;
 }
 
+const FoldedConv* ConvBnFold::unit_forward() {
+  conv_ran_folded_ = false;
+  if (conv_->has_forward_hooks() || bn_->has_forward_hooks() || active_bn().has_forward_hooks()) {
+    return nullptr;
+  }
+  if (!applies()) return nullptr;
+  if (stale()) recompute();
+  return &folded_;
+}
+
 bool ConvBnFold::bn_forward_is_identity() {
   // The decision is the conv's, taken a moment ago on the same input: never a mix of a plain conv
   // and a skipped BN, even if a hook changed a mode in between.

@@ -69,6 +69,12 @@ class ConvBnFold {
   // The BN's forward: true when the conv before it ran folded, so the BN must return its input.
   bool bn_forward_is_identity();
 
+  // --- for a whole unit run as one op (nn/units.h) --------------------------------------------
+  // The folded conv (refreshed when stale) when the fold applies and no forward hook is set on
+  // the conv, the BN or the active width's BN, else null. The layers' forwards are not called:
+  // the caller runs the unit (conv, BN and what follows) as one conv2d_fused.
+  const FoldedConv* unit_forward();
+
  private:
   friend class BatchNormFold;
   struct Source;

@@ -91,6 +91,19 @@ Tensor BatchNorm2d::forward_relu(const Tensor& x) {
   return y;
 }
 
+Tensor BatchNorm2d::forward_add_relu(const Tensor& x, const Tensor& residual) {
+  if (fold_ && fold_->bn_forward_is_identity()) {
+    run_forward_hooks(x, x);
+    return relu(add(x, residual));
+  }
+  const bool training = is_training();
+  Tensor y = batch_norm_add_relu(x, residual, weight_, bias_, running_mean_, running_var_,
+                                 training, momentum_, eps_);
+  count_batch(training);
+  run_forward_hooks(x, y);
+  return y;
+}
+
 void BatchNorm2d::count_batch(bool training) {
   // After the op succeeded, so a rejected input does not count as a batch; the running
   // statistics moved, so caches of them (a BN fold) must see a new state version.

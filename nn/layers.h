@@ -43,6 +43,8 @@ class Conv2d : public Module {
   Conv2dOptions op_options() const {
     return Conv2dOptions::make(config_.stride, config_.padding, config_.groups);
   }
+  // The BN fold this conv belongs to while a BatchNormFold holds it (nn/fold.h), else null.
+  ConvBnFold* fold() const { return fold_.get(); }
 
  protected:
   int64_t in_channels_, out_channels_, kernel_size_;
@@ -71,6 +73,9 @@ class BatchNorm2d : public Module {
   // module's forward hooks as operator() would, with the ReLU's output as output (x itself when
   // folded, as forward returns).
   Tensor forward_relu(const Tensor& x);
+  // relu((*this)(x) + residual) in one op (batch_norm_add_relu), for a residual block's last
+  // unit: residual is shaped as x. Hooks and folding as forward_relu (folded: relu(x + residual)).
+  Tensor forward_add_relu(const Tensor& x, const Tensor& residual);
   std::string type_name() const override { return "BatchNorm2d"; }
 
   int64_t num_features() const { return num_features_; }

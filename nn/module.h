@@ -114,6 +114,7 @@ class Module {
       std::function<void(Module& module, const Tensor& input, const Tensor& output)>;
   int64_t add_forward_hook(ForwardHook hook);
   void remove_forward_hook(int64_t id);
+  bool has_forward_hooks() const { return !hooks_.empty(); }
 
  protected:
   // Registers a parameter: a leaf that requires grad. Returns the handle the module keeps.

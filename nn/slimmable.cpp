@@ -208,6 +208,16 @@ Tensor SwitchableBatchNorm2d::forward_relu(const Tensor& x) {
   return y;
 }
 
+Tensor SwitchableBatchNorm2d::forward_add_relu(const Tensor& x, const Tensor& residual) {
+  if (fold_ && fold_->bn_forward_is_identity()) {
+    run_forward_hooks(x, x);
+    return relu(add(x, residual));
+  }
+  Tensor y = bn_at(widths_->index()).forward_add_relu(x, residual);
+  run_forward_hooks(x, y);
+  return y;
+}
+
 // --- SlimmableLinear
 // ------------------------------------------------------------------------------
 

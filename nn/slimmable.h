@@ -88,6 +88,8 @@ class SwitchableBatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override;
   // relu((*this)(x)) through the active width's BatchNorm2d::forward_relu (hooks as there).
   Tensor forward_relu(const Tensor& x);
+  // relu((*this)(x) + residual) through the active width's BatchNorm2d::forward_add_relu.
+  Tensor forward_add_relu(const Tensor& x, const Tensor& residual);
   std::string type_name() const override { return "SwitchableBatchNorm2d"; }
 
   BatchNorm2d& bn_at(int64_t index) const;

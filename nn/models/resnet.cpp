@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "nn/init.h"
+#include "nn/units.h"
 
 namespace retort::nn {
 
@@ -27,12 +28,12 @@ BasicBlock::BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, bool p
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  // relu(bn1(conv1(x))), BN and ReLU fused (the `relu` module keeps its place in the tree).
-  Tensor out = bn1_->forward_relu((*conv1_)(x));
-  out = (*bn2_)((*conv2_)(out));
-  const Tensor shortcut = downsample_ ? (*downsample_)(x) : x;
-  // The reference's pre-ReLU sum ("preact") is this `out + shortcut`; feature taps come later.
-  return relu(out + shortcut);
+  // relu(bn1(conv1(x))) and relu(bn2(conv2(out)) + shortcut), each unit as few ops as the layers
+  // allow (nn/units.h; the `relu` module keeps its place in the tree). The reference's pre-ReLU
+  // sum ("preact") is bn2(conv2(out)) + shortcut; feature taps come later.
+  const Tensor out = conv_bn_relu(*conv1_, *bn1_, x);
+  return conv_bn_add_relu(*conv2_, *bn2_, out,
+                          [&] { return downsample_ ? (*downsample_)(x) : x; });
 }
 
 void BasicBlock::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
@@ -84,7 +85,7 @@ void ResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 }
 
 Tensor ResNet::forward(const Tensor& x) {
-  Tensor out = bn1_->forward_relu((*conv1_)(x));  // relu(bn1(conv1(x))), fused
+  Tensor out = conv_bn_relu(*conv1_, *bn1_, x);  // relu(bn1(conv1(x))), fused
   out = (*layer3_)((*layer2_)((*layer1_)(out)));
   return (*fc_)((*avgpool_)(out));
 }

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "nn/init.h"
+#include "nn/units.h"
 
 namespace retort::nn {
 
@@ -30,11 +31,10 @@ SlimmableBasicBlock::SlimmableBasicBlock(const std::shared_ptr<const WidthSwitch
 }
 
 Tensor SlimmableBasicBlock::forward(const Tensor& x) {
-  // relu(bn1(conv1(x))), BN and ReLU fused (the `relu` module keeps its place in the tree).
-  Tensor out = bn1_->forward_relu((*conv1_)(x));
-  out = (*bn2_)((*conv2_)(out));
-  const Tensor shortcut = downsample_ ? (*downsample_)(x) : x;
-  return relu(out + shortcut);
+  // As BasicBlock: two units, each as few ops as the layers allow (nn/units.h).
+  const Tensor out = conv_bn_relu(*conv1_, *bn1_, x);
+  return conv_bn_add_relu(*conv2_, *bn2_, out,
+                          [&] { return downsample_ ? (*downsample_)(x) : x; });
 }
 
 void SlimmableBasicBlock::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
@@ -101,7 +101,7 @@ void SlimmableResNet::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 }
 
 Tensor SlimmableResNet::forward(const Tensor& x) {
-  Tensor out = bn1_->forward_relu((*conv1_)(x));  // relu(bn1(conv1(x))), fused
+  Tensor out = conv_bn_relu(*conv1_, *bn1_, x);  // relu(bn1(conv1(x))), fused
   out = (*layer3_)((*layer2_)((*layer1_)(out)));
   return (*fc_)((*avgpool_)(out));
 }
