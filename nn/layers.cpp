@@ -6,6 +6,7 @@
 #include "nn/fold.h"
 #include "nn/init.h"
 #include "nn/slimmable.h"
+#include "nn/units.h"
 
 namespace retort::nn {
 namespace {
@@ -165,8 +166,18 @@ void Sequential::collect_conv_bn_pairs(std::vector<ConvBnPair>& out) {
 }
 
 Tensor Sequential::forward(const Tensor& x) {
+  // Children conv -> BN -> ReLU with no hooks run as one unit (nn/units.h): fused BN and ReLU,
+  // or one conv2d_fused when folded.
+  const auto& children = named_children();
   Tensor out = x;
-  for (const auto& [name, child] : named_children()) out = (*child)(out);
+  for (size_t i = 0; i < children.size(); ++i) {
+    if (i + 2 < children.size() && try_conv_bn_relu(*children[i].second, *children[i + 1].second,
+                                                    *children[i + 2].second, out, &out)) {
+      i += 2;
+      continue;
+    }
+    out = (*children[i].second)(out);
+  }
   return out;
 }
 

@@ -67,4 +67,20 @@ Tensor conv_bn_add_relu(SlimmableConv2d& conv, SwitchableBatchNorm2d& bn, const 
   return conv_bn_add_relu_impl(conv, bn, x, shortcut);
 }
 
+bool try_conv_bn_relu(Module& conv, Module& bn, Module& relu, const Tensor& x, Tensor* out) {
+  if (dynamic_cast<ReLU*>(&relu) == nullptr || relu.has_forward_hooks()) return false;
+  if (conv.has_forward_hooks()) return false;
+  if (auto* slimmable = dynamic_cast<SlimmableConv2d*>(&conv)) {
+    auto* switchable = dynamic_cast<SwitchableBatchNorm2d*>(&bn);
+    if (switchable == nullptr || hooked(*switchable)) return false;
+    *out = conv_bn_relu(*slimmable, *switchable, x);
+    return true;
+  }
+  auto* plain_conv = dynamic_cast<Conv2d*>(&conv);
+  auto* plain_bn = dynamic_cast<BatchNorm2d*>(&bn);
+  if (plain_conv == nullptr || plain_bn == nullptr || hooked(*plain_bn)) return false;
+  *out = conv_bn_relu(*plain_conv, *plain_bn, x);
+  return true;
+}
+
 }  // namespace retort::nn

@@ -8,6 +8,7 @@
 
 namespace retort::nn {
 
+class Module;
 class BatchNorm2d;
 class Conv2d;
 class SlimmableConv2d;
@@ -28,5 +29,10 @@ Tensor conv_bn_add_relu(Conv2d& conv, BatchNorm2d& bn, const Tensor& x,
                         const std::function<Tensor()>& shortcut);
 Tensor conv_bn_add_relu(SlimmableConv2d& conv, SwitchableBatchNorm2d& bn, const Tensor& x,
                         const std::function<Tensor()>& shortcut);
+
+// For a Sequential's children: when conv, bn and relu are a Conv2d, a BatchNorm2d and a ReLU (or a
+// SlimmableConv2d, a SwitchableBatchNorm2d and a ReLU) and none has a forward hook, the three as
+// one unit through conv_bn_relu into *out, and true; otherwise false and nothing runs.
+bool try_conv_bn_relu(Module& conv, Module& bn, Module& relu, const Tensor& x, Tensor* out);
 
 }  // namespace retort::nn

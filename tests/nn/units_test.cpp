@@ -202,5 +202,57 @@ TEST(Units, FoldedSlimmableResNetRunsOneConvPerUnitAtEveryWidth) {
   }
 }
 
+int count_modules(Module& model, const std::string& type) {
+  int n = 0;
+  for (auto& [name, m] : model.named_modules()) n += m->type_name() == type;
+  return n;
+}
+
+int count(const std::map<std::string, int>& ops, const std::string& op) {
+  const auto it = ops.find(op);
+  return it == ops.end() ? 0 : it->second;
+}
+
+// MobileNetV2 (plain and slimmable) holds its conv -> BN -> ReLU units as Sequential children:
+// each runs as batch_norm_relu in training and as one conv2d_fused folded, with the plain ops'
+// results, and no ReLU runs on its own.
+TEST(Units, MobileNetV2SequentialUnitsRunFused) {
+  for (const bool slimmable : {false, true}) {
+    SCOPED_TRACE(slimmable ? "slimmable" : "plain");
+    auto make = [slimmable]() -> std::shared_ptr<Module> {
+      if (slimmable) return create_slimmable_model("MobileNetV2", {.seed = 9});
+      return create_model("MobileNetV2", {.seed = 9});
+    };
+    std::shared_ptr<Module> fused = make(), plain = make();
+    const int units = count_modules(*fused, "ReLU");
+    ASSERT_GT(units, 2);
+    HookEverything hooks(*plain);
+
+    const Tensor y_fused = (*fused)(input(15));
+    const Tensor y_plain = (*plain)(input(15));
+    const std::map<std::string, int> ops = op_counts(y_fused);
+    EXPECT_EQ(count(ops, "batch_norm_relu"), units);
+    EXPECT_EQ(count(ops, "relu"), 0);
+    EXPECT_EQ(count(op_counts(y_plain), "relu"), units);
+    EXPECT_EQ(y_fused.to_vector<float>(), y_plain.to_vector<float>());
+    EXPECT_EQ(buffers(*fused), buffers(*plain));
+
+    for (Module* m : {fused.get(), plain.get()}) {
+      warm_statistics(*m);
+      freeze(*m);
+    }
+    BatchNormFold fold_fused(fused), fold_plain(plain);
+    Tensor x_fused = input(16), x_plain = input(16);
+    x_fused.set_requires_grad(true);
+    x_plain.set_requires_grad(true);
+    const Tensor z_fused = (*fused)(x_fused);
+    const Tensor z_plain = (*plain)(x_plain);
+    const std::map<std::string, int> folded_ops = op_counts(z_fused);
+    EXPECT_EQ(count(folded_ops, "conv2d_fused"), units);
+    EXPECT_EQ(count(folded_ops, "relu") + count(folded_ops, "batch_norm_relu"), 0);
+    EXPECT_EQ(z_fused.to_vector<float>(), z_plain.to_vector<float>());
+  }
+}
+
 }  // namespace
 }  // namespace retort::nn
