@@ -181,13 +181,11 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, std::shared_ptr<data::ImageS
       throw std::invalid_argument("--cuda-graph needs a CUDA device (got --device " +
                                   options_.device.str() + ")");
     }
-    if (options_.schedule != LrScheduleKind::multistep) {
-      throw std::invalid_argument("--cuda-graph needs --schedule multistep: a captured step "
-                                  "keeps its learning rate, and cosine changes it every step");
-    }
   }
   model_->to(options_.device);
   optimizer_ = std::make_unique<nn::SGD>(model_->named_parameters(), options_.sgd);
+  // A captured step reads its learning rate from the device, where set_lr writes each step's.
+  if (options_.cuda_graph) optimizer_->set_lr_in_tensor(true);
 
   data::DataLoaderOptions train_opts;
   train_opts.batch_size = options_.batch_size;

@@ -84,7 +84,8 @@ struct TrainerOptions {
   int prefetch_batches = 3;
   // CUDA only: after three eager steps, each epoch's full-size training step is captured once as
   // a CUDA graph and replayed (distill/graph_step.h); the epoch's last partial batch runs
-  // eagerly. Needs a learning rate that changes only between epochs (the multistep schedule).
+  // eagerly. Any schedule: the optimiser keeps its learning rate on the device
+  // (SGD::set_lr_in_tensor), where each step's rate is written before the replay.
   // The step must stay on the device: an objective or plugin that reads values back inside the
   // step (slimmable joint training) is refused with an error at the capture.
   bool cuda_graph = false;

@@ -146,8 +146,11 @@ struct SgdStepOptions {
   bool nesterov = false;
 };
 // param -= lr * update(grad) with PyTorch's SGD rule. momentum_buf (same shape as param) is
-// needed when momentum != 0; first_step initialises it with the first update.
+// needed when momentum != 0; first_step initialises it with the first update. lr_scalar, when
+// defined, is one value on param's device and in its dtype, read as the learning rate (in place
+// of o.lr) when the step runs on the device: a step captured in a CUDA graph then follows what is
+// written there between replays.
 void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const SgdStepOptions& o,
-              bool first_step);
+              bool first_step, const Tensor& lr_scalar = Tensor());
 
 }  // namespace retort

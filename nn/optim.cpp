@@ -77,6 +77,22 @@ void SGD::set_lr(double lr) {
   o.lr = lr;
   check_options(o);
   options_ = o;
+  for (Tensor& scalar : lr_scalars_) scalar.fill_(lr);
+}
+
+void SGD::set_lr_in_tensor(bool on) {
+  lr_in_tensor_ = on;
+  lr_scalars_.clear();
+  if (!on) return;
+  for (const auto& [name, p] : params_) lr_scalar_for(p);
+}
+
+const Tensor& SGD::lr_scalar_for(const Tensor& p) {
+  for (const Tensor& scalar : lr_scalars_) {
+    if (scalar.device() == p.device() && scalar.dtype() == p.dtype()) return scalar;
+  }
+  lr_scalars_.push_back(Tensor::full({1}, options_.lr, p.dtype(), p.device()));
+  return lr_scalars_.back();
 }
 
 void SGD::step() {
@@ -97,7 +113,8 @@ void SGD::step() {
         buf = buf.to(p.device()).to(p.dtype());
       }
     }
-    sgd_step(p, g.is_contiguous() ? g : g.contiguous(), buf, o, first);
+    sgd_step(p, g.is_contiguous() ? g : g.contiguous(), buf, o, first,
+             lr_in_tensor_ ? lr_scalar_for(p) : Tensor());
     note_tensor_written(p);  // a BN fold made from p (nn/fold.h) must recompute
   }
   ++step_count_;

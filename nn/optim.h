@@ -47,6 +47,13 @@ class SGD {
 
   void set_lr(double lr);
   double lr() const { return options_.lr; }
+  // With on, the learning rate also lives in a one-value tensor per device and dtype of the
+  // parameters, which each parameter's update reads when it runs on the device (sgd_step's
+  // lr_scalar), and set_lr rewrites those tensors: a step captured in a CUDA graph then follows
+  // set_lr between replays. The tensors are made here and by the first step on a new device or
+  // dtype, which must therefore run eagerly (before a capture). Off by default.
+  void set_lr_in_tensor(bool on);
+  bool lr_in_tensor() const { return lr_in_tensor_; }
   const SgdOptions& options() const { return options_; }
   int64_t step_count() const { return step_count_; }
   // For a step replayed from a CUDA graph, whose host-side count did not move.
@@ -65,6 +72,11 @@ class SGD {
   std::vector<Tensor> buffers_;  // parallel to params_; undefined until a param's first step
   SgdOptions options_;
   int64_t step_count_ = 0;
+  bool lr_in_tensor_ = false;
+  std::vector<Tensor> lr_scalars_;  // with lr_in_tensor_: one (1) per device and dtype
+
+  // The learning-rate tensor on p's device and in its dtype, made when missing.
+  const Tensor& lr_scalar_for(const Tensor& p);
 };
 
 }  // namespace retort::nn

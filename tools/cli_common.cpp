@@ -158,7 +158,7 @@ void TrainFlags::add_to(CLI::App& app) {
                "one seed give the same bits (slower)");
   app.add_flag("--cuda-graph", cuda_graph,
                "CUDA: capture each epoch's training step once as a CUDA graph and replay it (one "
-               "launch per step instead of hundreds; needs --schedule multistep)");
+               "launch per step instead of hundreds)");
   app.add_option("--threads", threads, "CPU threads for the kernels (0: all cores)")->check(non_negative())->capture_default_str();
   app.add_option("--run-dir", run_dir, "Where the log, checkpoints and weights go (default: runs/<name>)");
   app.add_flag("--resume", resume, "Continue from <run-dir>/checkpoint.safetensors when it exists");

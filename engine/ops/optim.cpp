@@ -6,7 +6,7 @@
 namespace retort {
 
 void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const SgdStepOptions& o,
-              bool first_step) {
+              bool first_step, const Tensor& lr_scalar) {
   ops_detail::check_floating(param, "sgd_step", "param");
   ops_detail::check_floating(grad, "sgd_step", "grad");
   check_same_device_dtype(param, grad, "sgd_step");
@@ -22,6 +22,13 @@ void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const Sgd
                                   " does not match param " + param.str());
     }
   }
+  if (lr_scalar.defined()) {
+    check_same_device_dtype(param, lr_scalar, "sgd_step");
+    if (lr_scalar.numel() != 1) {
+      throw std::invalid_argument("sgd_step: lr_scalar must hold one value, got " +
+                                  lr_scalar.str());
+    }
+  }
   NoGradGuard no_grad;
   dispatch<OpId::sgd_step>(param.device(), param.dtype(), [&](const auto& ctx, auto tag) {
     using T = decltype(tag);
@@ -29,7 +36,7 @@ void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const Sgd
                       o.momentum != 0.0 ? momentum_buf.data<T>() : nullptr,
                       static_cast<T>(o.lr), static_cast<T>(o.momentum),
                       static_cast<T>(o.dampening), static_cast<T>(o.weight_decay), o.nesterov,
-                      first_step);
+                      first_step, lr_scalar.defined() ? lr_scalar.data<T>() : nullptr);
   });
 }
 

@@ -6,8 +6,10 @@
 namespace retort::kernels {
 
 template <typename T>
-void sgd_step(const CpuContext& ctx, int64_t n, T* param, const T* grad, T* momentum_buf, T lr,
-              T momentum, T dampening, T weight_decay, bool nesterov, bool first_step) {
+void sgd_step(const CpuContext& ctx, int64_t n, T* param, const T* grad, T* momentum_buf,
+              T lr_value, T momentum, T dampening, T weight_decay, bool nesterov, bool first_step,
+              const T* lr_scalar) {
+  const T lr = lr_scalar != nullptr ? *lr_scalar : lr_value;
   // Each element's update is independent and follows torch.optim.SGD's single-tensor path term
   // for term (weight decay added to the gradient, then the momentum buffer, then the step), so
   // the result is the same for any thread count. Like PyTorch, a zero weight decay is skipped
@@ -34,8 +36,8 @@ void sgd_step(const CpuContext& ctx, int64_t n, T* param, const T* grad, T* mome
 }
 
 template void sgd_step<float>(const CpuContext&, int64_t, float*, const float*, float*, float,
-                              float, float, float, bool, bool);
+                              float, float, float, bool, bool, const float*);
 template void sgd_step<double>(const CpuContext&, int64_t, double*, const double*, double*, double,
-                               double, double, double, bool, bool);
+                               double, double, double, bool, bool, const double*);
 
 }  // namespace retort::kernels

@@ -19,9 +19,13 @@ using cuda_detail::kThreadsPerBlock;
 struct SgdRule {
   float lr, momentum, dampening, weight_decay;
   bool use_momentum, nesterov, first_step;
+  const float* lr_scalar;  // read instead of lr when not null (a graph-captured step's schedule)
 
+  __device__ __forceinline__ float learning_rate() const {
+    return lr_scalar != nullptr ? *lr_scalar : lr;
+  }
   // Updates one parameter (and its momentum slot when use_momentum) as kernels/optim.h states.
-  __device__ __forceinline__ void apply(float& param, float grad, float& buf) const {
+  __device__ __forceinline__ void apply(float& param, float grad, float& buf, float lr) const {
     float d = grad + weight_decay * param;
     if (use_momentum) {
       buf = first_step ? d : momentum * buf + (1.0f - dampening) * d;
@@ -34,6 +38,7 @@ struct SgdRule {
 template <bool kVec4>
 __global__ void sgd_kernel(int64_t n, float* param, const float* __restrict__ grad,
                            float* momentum_buf, SgdRule rule) {
+  const float lr = rule.learning_rate();
   int64_t begin = 0;
   if constexpr (kVec4) {
     const int64_t n4 = n / 4;
@@ -41,10 +46,10 @@ __global__ void sgd_kernel(int64_t n, float* param, const float* __restrict__ gr
       float4 p = reinterpret_cast<float4*>(param)[i];
       const float4 g = reinterpret_cast<const float4*>(grad)[i];
       float4 b = rule.use_momentum ? reinterpret_cast<float4*>(momentum_buf)[i] : float4{};
-      rule.apply(p.x, g.x, b.x);
-      rule.apply(p.y, g.y, b.y);
-      rule.apply(p.z, g.z, b.z);
-      rule.apply(p.w, g.w, b.w);
+      rule.apply(p.x, g.x, b.x, lr);
+      rule.apply(p.y, g.y, b.y, lr);
+      rule.apply(p.z, g.z, b.z, lr);
+      rule.apply(p.w, g.w, b.w, lr);
       reinterpret_cast<float4*>(param)[i] = p;
       if (rule.use_momentum) reinterpret_cast<float4*>(momentum_buf)[i] = b;
     }
@@ -53,7 +58,7 @@ __global__ void sgd_kernel(int64_t n, float* param, const float* __restrict__ gr
   for (int64_t i = begin + global_thread_index(); i < n; i += grid_stride()) {
     float p = param[i];
     float b = rule.use_momentum ? momentum_buf[i] : 0.0f;
-    rule.apply(p, grad[i], b);
+    rule.apply(p, grad[i], b, lr);
     param[i] = p;
     if (rule.use_momentum) momentum_buf[i] = b;
   }
@@ -63,13 +68,14 @@ __global__ void sgd_kernel(int64_t n, float* param, const float* __restrict__ gr
 
 void sgd_step(const CudaContext& ctx, int64_t n, float* param, const float* grad,
               float* momentum_buf, float lr, float momentum, float dampening, float weight_decay,
-              bool nesterov, bool first_step) {
+              bool nesterov, bool first_step, const float* lr_scalar) {
   if (n <= 0) return;
   const bool use_momentum = momentum != 0.0f;
   if (use_momentum && momentum_buf == nullptr) {
     throw std::invalid_argument("sgd_step (CUDA): momentum != 0 needs a momentum buffer");
   }
-  const SgdRule rule{lr, momentum, dampening, weight_decay, use_momentum, nesterov, first_step};
+  const SgdRule rule{lr,       momentum,   dampening, weight_decay,
+                     use_momentum, nesterov, first_step, lr_scalar};
   const bool vec4 =
       aligned16(param) && aligned16(grad) && (!use_momentum || aligned16(momentum_buf));
   if (vec4) {

@@ -176,10 +176,20 @@ TEST_F(CudaTraining, DeterministicModeRepeatsBitForBit) {
   EXPECT_EQ(first.second, second.second);
 }
 
+void expect_graph_mode_gives_eager_bits(LrScheduleKind schedule);
+
 // The Trainer's CUDA-graph mode against its eager mode: same bits after KD with KCD (whose kept
 // set changes the batch count, so partial batches run eagerly beside the replays), BN counters
-// and the optimiser's step count included.
+// and the optimiser's step count included; with the multistep schedule and with cosine, whose
+// rate changes every step (read by the replays from the device).
 TEST_F(CudaTraining, GraphModeGivesTheEagerModesBits) {
+  for (const LrScheduleKind schedule : {LrScheduleKind::multistep, LrScheduleKind::cosine}) {
+    SCOPED_TRACE(schedule == LrScheduleKind::cosine ? "cosine" : "multistep");
+    expect_graph_mode_gives_eager_bits(schedule);
+  }
+}
+
+void expect_graph_mode_gives_eager_bits(LrScheduleKind schedule) {
   auto train = synthetic(330, 5), test = synthetic(100, 6);
   const nn::ModelOptions mo{1, 10, 7};
   auto run = [&](const std::string& name, bool graph) {
@@ -189,7 +199,7 @@ TEST_F(CudaTraining, GraphModeGivesTheEagerModesBits) {
     KcdOptions kcd;
     kcd.period = 1;
     TrainerOptions o = options(name, 3, Device::cuda());
-    o.schedule = LrScheduleKind::multistep;
+    o.schedule = schedule;
     o.cuda_graph = graph;
     Trainer t(student, std::make_shared<data::ImageSet>(*train), test,
               std::make_shared<KdObjective>(teacher, KdOptions{}), o);
@@ -203,7 +213,7 @@ TEST_F(CudaTraining, GraphModeGivesTheEagerModesBits) {
   EXPECT_EQ(std::get<2>(eager), std::get<2>(graph));
 }
 
-TEST(CudaTrainingErrors, GraphModeNeedsCudaAndMultistep) {
+TEST(CudaTrainingErrors, GraphModeNeedsCuda) {
   TrainerOptions o = options("graph_cpu", 1, Device::cpu());
   o.cuda_graph = true;
   EXPECT_THROW(Trainer(nn::create_model("resnet8", {1, 10, 0}), synthetic(8, 0), synthetic(8, 1),

@@ -66,6 +66,27 @@ TEST_F(CudaOptimTest, SgdStepMatchesCpu) {
   }
 }
 
+// The learning rate read from device memory (a graph-captured step's schedule) gives the bits of
+// the same rate passed by value.
+TEST_F(CudaOptimTest, LearningRateFromDeviceMemoryEqualsByValue) {
+  const int64_t n = 1027;
+  const std::vector<float> param0 = random_vector<float>(n, 211), grad = random_vector<float>(n, 212);
+  const std::vector<float> buf0 = random_vector<float>(n, 213);
+  for (const SgdCase& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const bool use_buf = c.momentum != 0.0f;
+    DeviceArray<float> by_value(param0), by_value_buf(buf0), read(param0), read_buf(buf0), g(grad);
+    DeviceArray<float> lr(std::vector<float>{c.lr});
+    sgd_step(gpu(), n, by_value.data(), g.data(), use_buf ? by_value_buf.data() : nullptr, c.lr,
+             c.momentum, c.dampening, c.weight_decay, c.nesterov, c.first_step);
+    // The value argument is ignored when the scalar is given.
+    sgd_step(gpu(), n, read.data(), g.data(), use_buf ? read_buf.data() : nullptr, 123.0f,
+             c.momentum, c.dampening, c.weight_decay, c.nesterov, c.first_step, lr.data());
+    EXPECT_EQ(read.download(), by_value.download());
+    EXPECT_EQ(read_buf.download(), by_value_buf.download());
+  }
+}
+
 TEST_F(CudaOptimTest, MomentumWithoutBufferThrows) {
   DeviceArray<float> d(std::vector<float>(4, 1.0f));
   EXPECT_THROW(

@@ -83,6 +83,50 @@ TEST(SGD, MatchesThePyTorchRuleOverThreeSteps) {
   }
 }
 
+// With the learning rate kept in a tensor (what a CUDA-graph step reads), a schedule set through
+// set_lr gives the same bits as the learning rate passed by value, in both dtypes; the tensor
+// holds the rate set last.
+TEST(SGD, LearningRateInATensorFollowsSetLr) {
+  for (DType dtype : {DType::f32, DType::f64}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    auto run = [dtype](bool in_tensor) {
+      Tensor p = Tensor::from_vector<double>(kP0, {3}).to(dtype);
+      p.set_requires_grad(true);
+      SGD sgd({{"p", p}}, {.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
+      sgd.set_lr_in_tensor(in_tensor);
+      EXPECT_EQ(sgd.lr_in_tensor(), in_tensor);
+      const double lrs[] = {0.05, 0.3, 0.011};
+      for (size_t i = 0; i < kGrads.size(); ++i) {
+        sgd.set_lr(lrs[i]);
+        p.set_grad(Tensor::from_vector<double>(kGrads[i], {3}).to(dtype));
+        sgd.step();
+      }
+      return p.to(DType::f64).to_vector<double>();
+    };
+    const std::vector<double> by_value = run(false), in_tensor = run(true);
+    EXPECT_EQ(by_value, in_tensor);
+    EXPECT_NE(by_value, kP0);
+  }
+}
+
+// The step reads the tensor when it runs: a value written there directly (as a graph replay
+// would see it) is the rate used, whatever options().lr says.
+TEST(SGD, StepReadsTheLearningRateTensor) {
+  Tensor p = Tensor::from_vector<double>({1.0}, {1});
+  p.set_requires_grad(true);
+  SGD sgd({{"p", p}}, {.lr = 0.1});
+  sgd.set_lr_in_tensor(true);
+  p.set_grad(Tensor::from_vector<double>({1.0}, {1}));
+  sgd.step();
+  EXPECT_DOUBLE_EQ(p.to_vector<double>()[0], 0.9);
+  sgd.set_lr(0.25);
+  sgd.step();
+  EXPECT_DOUBLE_EQ(p.to_vector<double>()[0], 0.65);
+  sgd.set_lr_in_tensor(false);
+  sgd.step();  // by value again: 0.25
+  EXPECT_DOUBLE_EQ(p.to_vector<double>()[0], 0.4);
+}
+
 TEST(SGD, SkipsParametersWithoutGradientAndRejectsBadOptions) {
   Tensor a = Tensor::ones({2}), b = Tensor::ones({2});
   a.set_requires_grad(true);
