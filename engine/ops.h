@@ -152,5 +152,11 @@ struct SgdStepOptions {
 // written there between replays.
 void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const SgdStepOptions& o,
               bool first_step, const Tensor& lr_scalar = Tensor());
+// sgd_step over many parameters at once, the same bits as one call each: params[i], grads[i],
+// momentum_bufs[i] (undefined entries allowed when momentum = 0) and first_steps[i] as there,
+// every tensor on one device and of one dtype. On CUDA a launch updates a few dozen tensors.
+void sgd_step_many(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                   const std::vector<Tensor>& momentum_bufs, const std::vector<bool>& first_steps,
+                   const SgdStepOptions& o, const Tensor& lr_scalar = Tensor());
 
 }  // namespace retort

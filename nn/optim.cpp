@@ -1,6 +1,7 @@
 // SGD: option checks, the per-parameter fused step, and state export / import for resume.
 #include "nn/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <unordered_map>
@@ -98,6 +99,12 @@ const Tensor& SGD::lr_scalar_for(const Tensor& p) {
 void SGD::step() {
   const SgdStepOptions o{options_.lr, options_.momentum, options_.dampening, options_.weight_decay,
                          options_.nesterov};
+  // The parameters with a gradient, grouped by device and dtype: one sgd_step_many per group.
+  struct Group {
+    std::vector<Tensor> params, grads, buffers;
+    std::vector<bool> first_steps;
+  };
+  std::vector<Group> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].second;
     const Tensor g = p.grad();
@@ -113,9 +120,21 @@ void SGD::step() {
         buf = buf.to(p.device()).to(p.dtype());
       }
     }
-    sgd_step(p, g.is_contiguous() ? g : g.contiguous(), buf, o, first,
-             lr_in_tensor_ ? lr_scalar_for(p) : Tensor());
-    note_tensor_written(p);  // a BN fold made from p (nn/fold.h) must recompute
+    auto same = [&p](const Group& group) {
+      return group.params.front().device() == p.device() &&
+             group.params.front().dtype() == p.dtype();
+    };
+    auto it = std::find_if(groups.begin(), groups.end(), same);
+    if (it == groups.end()) it = groups.insert(groups.end(), Group{});
+    it->params.push_back(p);
+    it->grads.push_back(g.is_contiguous() ? g : g.contiguous());
+    it->buffers.push_back(buf);
+    it->first_steps.push_back(first);
+  }
+  for (const Group& group : groups) {
+    sgd_step_many(group.params, group.grads, group.buffers, group.first_steps, o,
+                  lr_in_tensor_ ? lr_scalar_for(group.params.front()) : Tensor());
+    for (const Tensor& p : group.params) note_tensor_written(p);  // BN folds must recompute
   }
   ++step_count_;
 }

@@ -35,9 +35,23 @@ void sgd_step(const CpuContext& ctx, int64_t n, T* param, const T* grad, T* mome
   }
 }
 
+template <typename T>
+void sgd_step_many(const CpuContext& ctx, const SgdSlot<T>* slots, int64_t count, T lr,
+                   T momentum, T dampening, T weight_decay, bool nesterov, const T* lr_scalar) {
+  for (int64_t i = 0; i < count; ++i) {
+    const SgdSlot<T>& s = slots[i];
+    sgd_step(ctx, s.n, s.param, s.grad, s.momentum_buf, lr, momentum, dampening, weight_decay,
+             nesterov, s.first_step, lr_scalar);
+  }
+}
+
 template void sgd_step<float>(const CpuContext&, int64_t, float*, const float*, float*, float,
                               float, float, float, bool, bool, const float*);
 template void sgd_step<double>(const CpuContext&, int64_t, double*, const double*, double*, double,
                                double, double, double, bool, bool, const double*);
+template void sgd_step_many<float>(const CpuContext&, const SgdSlot<float>*, int64_t, float, float,
+                                   float, float, bool, const float*);
+template void sgd_step_many<double>(const CpuContext&, const SgdSlot<double>*, int64_t, double,
+                                    double, double, double, bool, const double*);
 
 }  // namespace retort::kernels

@@ -87,6 +87,57 @@ TEST_F(CudaOptimTest, LearningRateFromDeviceMemoryEqualsByValue) {
   }
 }
 
+// Many tensors per launch against one launch per tensor on the device (the same bits): more
+// slots than one launch takes, empty ones, and tensors spanning many blocks; against the CPU's
+// many-tensor step within the parity tolerance.
+TEST_F(CudaOptimTest, ManyTensorsEqualOneLaunchEach) {
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < 97; ++i) sizes.push_back(i % 7 == 0 ? 0 : (i * 37) % 300 + 1);
+  sizes[5] = 100000;  // many blocks
+  sizes[50] = 4096 + 3;
+  for (const SgdCase& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const bool use_buf = c.momentum != 0.0f;
+    std::vector<std::vector<float>> param0, grad, buf0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const auto n = static_cast<size_t>(sizes[i]);
+      param0.push_back(random_vector<float>(n, 300 + static_cast<uint32_t>(i)));
+      grad.push_back(random_vector<float>(n, 500 + static_cast<uint32_t>(i)));
+      buf0.push_back(random_vector<float>(n, 700 + static_cast<uint32_t>(i)));
+    }
+    std::vector<DeviceArray<float>> single_p, single_b, many_p, many_b, d_grad;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      single_p.emplace_back(param0[i]);
+      single_b.emplace_back(buf0[i]);
+      many_p.emplace_back(param0[i]);
+      many_b.emplace_back(buf0[i]);
+      d_grad.emplace_back(grad[i]);
+    }
+    std::vector<SgdSlot<float>> slots(sizes.size()), cpu_slots(sizes.size());
+    std::vector<std::vector<float>> cpu_p = param0, cpu_b = buf0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const bool first = c.first_step || i % 2 == 0;
+      sgd_step(gpu(), sizes[i], single_p[i].data(), d_grad[i].data(),
+               use_buf ? single_b[i].data() : nullptr, c.lr, c.momentum, c.dampening,
+               c.weight_decay, c.nesterov, first);
+      slots[i] = {sizes[i], many_p[i].data(), d_grad[i].data(),
+                  use_buf ? many_b[i].data() : nullptr, first};
+      cpu_slots[i] = {sizes[i], cpu_p[i].data(), grad[i].data(),
+                      use_buf ? cpu_b[i].data() : nullptr, first};
+    }
+    sgd_step_many(gpu(), slots.data(), static_cast<int64_t>(slots.size()), c.lr, c.momentum,
+                  c.dampening, c.weight_decay, c.nesterov);
+    sgd_step_many(cpu, cpu_slots.data(), static_cast<int64_t>(cpu_slots.size()), c.lr, c.momentum,
+                  c.dampening, c.weight_decay, c.nesterov);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      SCOPED_TRACE("slot " + std::to_string(i));
+      EXPECT_EQ(many_p[i].download(), single_p[i].download());
+      EXPECT_EQ(many_b[i].download(), single_b[i].download());
+      EXPECT_TRUE(all_close(many_p[i].download(), cpu_p[i], kParityF32Rel, kParityF32Abs));
+    }
+  }
+}
+
 TEST_F(CudaOptimTest, MomentumWithoutBufferThrows) {
   DeviceArray<float> d(std::vector<float>(4, 1.0f));
   EXPECT_THROW(

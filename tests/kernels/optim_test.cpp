@@ -180,5 +180,42 @@ TYPED_TEST(OptimTyped, ThreadCountDoesNotChangeResult) {
   EXPECT_EQ(run(1), run(3));
 }
 
+// Many tensors in one call (sizes 0 to thousands, first steps mixed) give the bits of one
+// sgd_step per tensor, with and without momentum, the learning rate by value or from memory.
+TYPED_TEST(OptimTyped, ManyTensorsEqualOneStepEach) {
+  using T = TypeParam;
+  const std::vector<int64_t> sizes = {5, 0, 1, 4097, 64, 3, 1000};
+  for (const SgdConfig& c : kConfigs) {
+    for (const bool from_memory : {false, true}) {
+      SCOPED_TRACE(describe(c) + (from_memory ? " lr from memory" : ""));
+      const bool momentum = c.momentum != 0;
+      std::vector<std::vector<T>> params, bufs, grads, expected_params, expected_bufs;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const auto n = static_cast<size_t>(sizes[i]);
+        params.push_back(random_vector<T>(n, 40 + static_cast<uint32_t>(i)));
+        grads.push_back(random_vector<T>(n, 60 + static_cast<uint32_t>(i)));
+        bufs.push_back(random_vector<T>(n, 80 + static_cast<uint32_t>(i)));
+      }
+      expected_params = params;
+      expected_bufs = bufs;
+      const T lr = static_cast<T>(c.lr);
+      std::vector<SgdSlot<T>> slots(sizes.size());
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const bool first = i % 3 == 0;
+        sgd_step<T>(kCpu, sizes[i], expected_params[i].data(), grads[i].data(),
+                    momentum ? expected_bufs[i].data() : nullptr, lr, T(c.momentum),
+                    T(c.dampening), T(c.weight_decay), c.nesterov, first);
+        slots[i] = {sizes[i], params[i].data(), grads[i].data(),
+                    momentum ? bufs[i].data() : nullptr, first};
+      }
+      sgd_step_many<T>(kCpu, slots.data(), static_cast<int64_t>(slots.size()),
+                       from_memory ? T(123) : lr, T(c.momentum), T(c.dampening),
+                       T(c.weight_decay), c.nesterov, from_memory ? &lr : nullptr);
+      EXPECT_EQ(params, expected_params);
+      EXPECT_EQ(bufs, expected_bufs);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace retort::kernels
