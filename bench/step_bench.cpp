@@ -30,6 +30,7 @@
 #include "distill/graph_step.h"
 #include "distill/kd.h"
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
@@ -131,6 +132,8 @@ class Workload {
   }
   const Tensor& last_loss() const { return last_loss_; }
   std::string variant() const { return graphed_ ? "graph" : "eager"; }
+  // The kernels of one captured step, or -1 (eager, or not captured yet).
+  int64_t kernels_per_step() const { return graphed_ ? graphed_->kernels_per_replay() : -1; }
 
   double flops_per_image() const { return 6.0 * macs_ + 2.0 * teacher_macs_; }
   int64_t batch() const { return batch_; }
@@ -195,6 +198,8 @@ struct Run {
   int64_t next = 0, per_trial = 0;
   std::vector<double> rates, ms;
   double peak_mib = -1;
+  uint64_t dispatches = 0;  // engine ops dispatched during the timed steps
+  int64_t timed_steps = 0;
 };
 
 // Per variant: the first steps (algorithm search, allocator growth, graph capture) as setup,
@@ -227,10 +232,13 @@ std::vector<nlohmann::json> measure(std::vector<Workload*> variants, const Setti
   for (int64_t t = 0; t < s.trials; ++t) {
     for (Run& r : runs) {
       synchronize(device);
+      const uint64_t dispatched_before = dispatch_count();
       const auto start = Clock::now();
       for (int64_t k = 0; k < r.per_trial; ++k) r.w->step(r.next++);
       synchronize(device);
       const double elapsed = seconds_since(start);
+      r.dispatches += dispatch_count() - dispatched_before;
+      r.timed_steps += r.per_trial;
       if (!std::isfinite(r.w->last_loss().item())) {
         throw std::runtime_error(r.w->name() + " (" + r.w->variant() + "): the loss diverged");
       }
@@ -238,6 +246,9 @@ std::vector<nlohmann::json> measure(std::vector<Workload*> variants, const Setti
       r.ms.push_back(1e3 * elapsed / static_cast<double>(r.per_trial));
     }
   }
+  // The eager step runs the kernels the graph variant captured (when it ran): one count for both.
+  int64_t kernels = -1;
+  for (const Run& r : runs) kernels = std::max(kernels, r.w->kernels_per_step());
   std::vector<nlohmann::json> rows;
   for (const Run& r : runs) {
     const double rate = median(r.rates);
@@ -256,7 +267,10 @@ std::vector<nlohmann::json> measure(std::vector<Workload*> variants, const Setti
     row["ms_per_step"] = median(r.ms);
     row["tflops"] = rate * r.w->flops_per_image() / 1e12;
     row["peak_mem_mib"] = r.peak_mib >= 0 ? nlohmann::json(r.peak_mib) : nlohmann::json(nullptr);
-    row["kernels_per_step"] = nullptr;
+    row["kernels_per_step"] = kernels >= 0 ? nlohmann::json(kernels) : nlohmann::json(nullptr);
+    // Host-side op dispatches per step: a graph replay dispatches none.
+    row["ops_per_step"] =
+        static_cast<double>(r.dispatches) / static_cast<double>(std::max<int64_t>(r.timed_steps, 1));
     row["setup_s"] = r.setup_s;
     row["trials"] = s.trials;
     rows.push_back(std::move(row));
@@ -367,8 +381,9 @@ int main(int argc, char** argv) {
       json.open(s.json, std::ios::app);
       if (!json) throw std::runtime_error("cannot open " + s.json + " for appending");
     }
-    std::printf("%-10s %6s %9s %-6s %12s %16s %9s %8s %10s\n", "workload", "batch", "precision",
-                "mode", "images/s", "(min - max)", "ms/step", "TFLOP/s", "peak MiB");
+    std::printf("%-10s %6s %9s %-6s %12s %16s %9s %8s %10s %9s %13s\n", "workload", "batch",
+                "precision", "mode", "images/s", "(min - max)", "ms/step", "TFLOP/s", "peak MiB",
+                "ops/step", "kernels/step");
     for (const std::string& name : s.workloads) {
       for (int64_t batch : s.batches) {
         if (!s.export_dir.empty()) {
@@ -390,12 +405,17 @@ int main(int argc, char** argv) {
         }
         if (runs.empty()) continue;
         for (const nlohmann::json& row : measure(runs, s, device)) {
-          std::printf("%-10s %6lld %9s %-6s %12.0f %7.0f - %-7.0f %9.3f %8.2f %10.0f\n",
+          const std::string kernels_text =
+              row["kernels_per_step"].is_null()
+                  ? "-"
+                  : std::to_string(row["kernels_per_step"].get<int64_t>());
+          std::printf("%-10s %6lld %9s %-6s %12.0f %7.0f - %-7.0f %9.3f %8.2f %10.0f %9.0f %13s\n",
                       name.c_str(), static_cast<long long>(batch), s.precision.c_str(),
                       row["variant"].get<std::string>().c_str(), row["images_per_s"].get<double>(),
                       row["images_per_s_min"].get<double>(), row["images_per_s_max"].get<double>(),
                       row["ms_per_step"].get<double>(), row["tflops"].get<double>(),
-                      row["peak_mem_mib"].is_null() ? 0.0 : row["peak_mem_mib"].get<double>());
+                      row["peak_mem_mib"].is_null() ? 0.0 : row["peak_mem_mib"].get<double>(),
+                      row["ops_per_step"].get<double>(), kernels_text.c_str());
           std::fflush(stdout);
           if (json.is_open()) json << row.dump() << "\n" << std::flush;
         }

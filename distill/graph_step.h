@@ -35,6 +35,8 @@ class GraphedStep {
   void recapture();
   bool captured() const { return graph_ && graph_->captured(); }
   int64_t replays() const { return replays_; }
+  // The kernels one replay runs (CudaGraph::kernel_count), or -1 before the capture.
+  int64_t kernels_per_replay() const { return graph_ ? graph_->kernel_count() : -1; }
   int64_t eager_steps() const { return eager_steps_; }
 
  private:

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -85,12 +87,24 @@ void set_num_threads(int threads);
 
 [[noreturn]] void throw_unsupported(OpId op, const Device& device, DType dtype);
 
+namespace dispatch_detail {
+inline std::atomic<uint64_t> dispatches{0};
+}  // namespace dispatch_detail
+
+// How many times ops have been dispatched to a kernel context since the process started, on
+// all threads (a forward op or a backward node counts once, however many kernels it runs):
+// the step benchmark's ops per step.
+inline uint64_t dispatch_count() {
+  return dispatch_detail::dispatches.load(std::memory_order_relaxed);
+}
+
 // Calls fn(ctx, T{}) with the device's kernel context and the C++ element type for dtype:
 // (CpuContext, float), (CpuContext, double) or (CudaContext, float). Anything else, or a
 // device the op has no kernel for, is a clear error naming the op: never a silent fallback.
 template <OpId kOp, class Fn>
 void dispatch(const Device& device, DType dtype, Fn&& fn) {
   static_assert(op_info(kOp).cpu, "every op has a CPU twin: it is the reference");
+  dispatch_detail::dispatches.fetch_add(1, std::memory_order_relaxed);
   if (device.is_cpu()) {
     if (dtype == DType::f32) return fn(cpu_context(), float{});
     if (dtype == DType::f64) return fn(cpu_context(), double{});

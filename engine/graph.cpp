@@ -2,6 +2,7 @@
 #include "engine/graph.h"
 
 #include <stdexcept>
+#include <vector>
 #include <string>
 
 #if RETORT_WITH_CUDA
@@ -96,6 +97,25 @@ void CudaGraph::capture(const std::function<void()>& fn) {
 #else
   (void)fn;
   throw std::runtime_error("CUDA graphs need a retort built with CUDA");
+#endif
+}
+
+int64_t CudaGraph::kernel_count() const {
+#if RETORT_WITH_CUDA
+  if (impl_->graph == nullptr) return -1;
+  size_t count = 0;
+  RETORT_CUDA_CHECK(cudaGraphGetNodes(impl_->graph, nullptr, &count));
+  std::vector<cudaGraphNode_t> nodes(count);
+  if (count > 0) RETORT_CUDA_CHECK(cudaGraphGetNodes(impl_->graph, nodes.data(), &count));
+  int64_t kernels = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type{};
+    RETORT_CUDA_CHECK(cudaGraphNodeGetType(node, &type));
+    kernels += type == cudaGraphNodeTypeKernel;
+  }
+  return kernels;
+#else
+  return -1;
 #endif
 }
 

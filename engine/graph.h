@@ -34,6 +34,8 @@ class CudaGraph {
   // Queues one replay on the device's stream (returns without waiting). Requires a capture.
   void replay();
   bool captured() const;
+  // Kernel nodes of the captured graph (the kernels one replay runs), or -1 before a capture.
+  int64_t kernel_count() const;
   const Device& device() const { return device_; }
 
  private:
