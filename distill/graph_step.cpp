@@ -55,11 +55,21 @@ void GraphedStep::run(const data::Batch& batch) {
   if (!graph_) {
     auto graph = std::make_unique<CudaGraph>(device_);
     const std::vector<int64_t> before = counters();
-    graph->capture([&] { step_(static_); });
-    std::vector<int64_t> after = counters();
-    for (size_t i = 0; i < after.size(); ++i) after[i] -= before[i];
-    counter_delta_ = after;
-    add_to_counters(counter_delta_, -1);  // the capture recorded the step without running it
+    // The capture records the step without running it: the counters it moved move back, also
+    // when the capture fails.
+    auto moved_since_before = [&] {
+      std::vector<int64_t> delta = counters();
+      for (size_t i = 0; i < delta.size(); ++i) delta[i] -= before[i];
+      return delta;
+    };
+    try {
+      graph->capture([&] { step_(static_); });
+    } catch (...) {
+      add_to_counters(moved_since_before(), -1);
+      throw;
+    }
+    counter_delta_ = moved_since_before();
+    add_to_counters(counter_delta_, -1);
     graph_ = std::move(graph);
   }
   graph_->replay();

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/check.h"
@@ -42,7 +43,10 @@ class DeviceGuard {
 // private pool, and blocks of that pool go back to it when freed. A replay writes into the same
 // addresses as the capture did, so no block of a live graph's pool may be handed to anyone else;
 // when the graph is destroyed its pool is released: free blocks join the shared cache, and blocks
-// still held by tensors (a graph's outputs) join it when those are freed.
+// still held by tensors (a graph's outputs) join it when those are freed. A pool that lacks a
+// block of a size takes one from the shared cache before calling cudaMalloc (the capture waited
+// for the stream, so cached blocks are idle): a graph recaptured every epoch reuses the memory
+// its predecessor gave back instead of growing the device's footprint by a step each time.
 class CachingAllocator final : public Allocator {
  public:
   explicit CachingAllocator(int device) : device_(device) {}
@@ -64,14 +68,12 @@ class CachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     const bool to_pool = active_pool_ != 0 && std::this_thread::get_id() == capture_thread_;
     auto& free_lists = to_pool ? pools_.at(active_pool_).free : free_;
-    auto it = free_lists.find(size);
-    if (it != free_lists.end() && !it->second.empty()) {
-      void* p = it->second.back();
-      it->second.pop_back();
-      stats_.bytes_cached -= size;
-      stats_.reuses++;
-      note_in_use(size);
-      return p;
+    if (void* p = take_cached(free_lists, size)) return p;
+    if (to_pool) {
+      if (void* p = take_cached(free_, size)) {
+        owner_[p] = active_pool_;  // the block is the pool's from now on
+        return p;
+      }
     }
     DeviceGuard guard(device_);
     void* p = nullptr;
@@ -144,6 +146,12 @@ class CachingAllocator final : public Allocator {
     return stats_;
   }
 
+  // True while a graph is being captured or any captured graph's pool is alive.
+  bool graphs_alive() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return active_pool_ != 0 || !pools_.empty();
+  }
+
   void reset_peak() {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.peak_bytes_in_use = stats_.bytes_in_use;
@@ -161,6 +169,17 @@ class CachingAllocator final : public Allocator {
     std::map<size_t, std::vector<void*>> free;
   };
 
+  // A cached block of the size class from `free_lists`, counted as in use, or null.
+  void* take_cached(std::map<size_t, std::vector<void*>>& free_lists, size_t size) {
+    auto it = free_lists.find(size);
+    if (it == free_lists.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    stats_.bytes_cached -= size;
+    stats_.reuses++;
+    note_in_use(size);
+    return p;
+  }
   // 512-byte granularity up to 1 MiB, then 2 MiB granularity: few classes, little waste.
   static size_t round_size(size_t bytes) {
     const size_t small = 512, large = size_t{2} << 20;
@@ -196,14 +215,29 @@ class CachingAllocator final : public Allocator {
 };
 
 // Scratch memory for cuDNN/cuBLAS taken from the caching allocator: one growing block per device.
+// A captured graph keeps the scratch address it was recorded with, so while any graph is alive a
+// block the workspace outgrew is retired, not handed back (a tensor given that block would be
+// overwritten by the next replay); retired blocks go back once no graph is alive.
 class AllocatorWorkspace final : public kernels::CudaWorkspace {
  public:
   explicit AllocatorWorkspace(CachingAllocator& allocator) : allocator_(allocator) {}
-  ~AllocatorWorkspace() override { allocator_.deallocate(data_, bytes_); }
+  ~AllocatorWorkspace() override {
+    allocator_.deallocate(data_, bytes_);
+    for (const auto& [p, bytes] : retired_) allocator_.deallocate(p, bytes);
+  }
   void* get(size_t bytes) override {
     if (bytes <= bytes_) return data_;
+    const bool graphs_alive = allocator_.graphs_alive();
+    if (!graphs_alive) {
+      for (const auto& [p, size] : retired_) allocator_.deallocate(p, size);
+      retired_.clear();
+    }
     // Stream order makes handing the old block back safe (see CachingAllocator).
-    allocator_.deallocate(data_, bytes_);
+    if (data_ != nullptr && graphs_alive) {
+      retired_.emplace_back(data_, bytes_);
+    } else {
+      allocator_.deallocate(data_, bytes_);
+    }
     data_ = nullptr;
     bytes_ = 0;
     data_ = allocator_.allocate(bytes);
@@ -215,6 +249,7 @@ class AllocatorWorkspace final : public kernels::CudaWorkspace {
   CachingAllocator& allocator_;
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  std::vector<std::pair<void*, size_t>> retired_;  // outgrown blocks a live graph may still use
 };
 
 // Pinned host buffers that small uploads pass through so they need not wait for the device: the
@@ -261,12 +296,11 @@ class StagingRing {
 
 // Everything the engine keeps per device.
 struct DeviceState {
-  explicit DeviceState(int device) : allocator(device) {
+  DeviceState(int device, const CudaMathOptions& math) : allocator(device) {
     DeviceGuard guard(device);
     owner = std::make_unique<kernels::CudaContextOwner>();
     workspace = std::make_unique<AllocatorWorkspace>(allocator);
     owner->mutable_context().workspace = workspace.get();
-    const CudaMathOptions math = cuda_math();
     owner->mutable_context().allow_tf32 = math.allow_tf32;
     owner->mutable_context().deterministic = math.deterministic;
     staging = std::make_unique<StagingRing>();
@@ -278,16 +312,21 @@ struct DeviceState {
 };
 
 std::mutex states_mutex;
+// Never destroyed: at process exit the CUDA runtime may already be unloaded when static
+// destructors run, and tensors with static lifetime may still hand blocks back. The driver
+// reclaims the device memory, streams and handles with the process.
 std::map<int, std::unique_ptr<DeviceState>>& all_states() {
-  static std::map<int, std::unique_ptr<DeviceState>> states;
-  return states;
+  static auto* states = new std::map<int, std::unique_ptr<DeviceState>>();
+  return *states;
 }
 
 DeviceState& state(int device) {
   require_available(Device::cuda(device));
+  // Read before states_mutex: set_cuda_math holds the math lock while it takes states_mutex.
+  const CudaMathOptions math = cuda_math();
   std::lock_guard<std::mutex> lock(states_mutex);
   auto& slot = all_states()[device];
-  if (!slot) slot = std::make_unique<DeviceState>(device);
+  if (!slot) slot = std::make_unique<DeviceState>(device, math);
   return *slot;
 }
 

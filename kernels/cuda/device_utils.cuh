@@ -138,7 +138,8 @@ inline RowLaunch row_launch(int64_t rows, int64_t cols) {
     return {false, blocks_for(rows, static_cast<int>(rows_per_block)),
             static_cast<unsigned>(kThreadsPerBlock)};
   }
-  const int64_t blocks = rows < kMaxBlocks ? rows : kMaxBlocks;
+  // At least one block: a launch with an empty grid is an error (callers return early on 0 rows).
+  const int64_t blocks = rows < 1 ? 1 : (rows < kMaxBlocks ? rows : kMaxBlocks);
   return {true, static_cast<unsigned>(blocks), static_cast<unsigned>(kThreadsPerBlock)};
 }
 

@@ -27,7 +27,8 @@ struct SgdRule {
   }
   // Updates one parameter (and its momentum slot when use_momentum) as kernels/optim.h states.
   __device__ __forceinline__ void apply(float& param, float grad, float& buf, float lr) const {
-    float d = grad + weight_decay * param;
+    // As the CPU twin and PyTorch: a zero weight decay is skipped, not added as 0 * param.
+    float d = weight_decay != 0.0f ? grad + weight_decay * param : grad;
     if (use_momentum) {
       buf = first_step ? d : momentum * buf + (1.0f - dampening) * d;
       d = nesterov ? d + momentum * buf : buf;

@@ -14,6 +14,10 @@
 #include "tests/cuda_test.h"
 #include "tests/distill/distill_test_util.h"
 
+#if RETORT_WITH_CUDA
+#include "engine/cuda/runtime.h"
+#endif
+
 namespace retort::distill {
 namespace {
 
@@ -79,6 +83,28 @@ TEST_F(CudaGraphStep, ReplayGivesTheEagerStepsBits) {
   EXPECT_EQ(step.eager_steps(), 4);
   EXPECT_TRUE(test::weight_bytes(*eager.student) == test::weight_bytes(*graphed.student));
 }
+
+#if RETORT_WITH_CUDA
+// The Trainer recaptures every epoch: a new capture takes the memory its predecessor's pool gave
+// back, so the device's footprint stops growing after the first recapture; and the kernel count
+// of a captured step is reported.
+TEST_F(CudaGraphStep, RecapturesReuseTheMemoryOfEarlierGraphs) {
+  const auto data = batches(4, 16, Device::cuda());
+  KdSetup setup;
+  GraphedStep step(setup.student, [&](const data::Batch& b) { setup.step(b); }, Device::cuda());
+  for (int64_t i = 0; i < 4; ++i) step.run(data[i]);  // three eager, one captured
+  EXPECT_GT(step.kernels_per_replay(), 50);
+  uint64_t mallocs_after_second = 0;
+  for (int epoch = 0; epoch < 6; ++epoch) {
+    step.recapture();
+    step.run(data[static_cast<size_t>(epoch % 4)]);
+    synchronize(Device::cuda());
+    if (epoch == 1) mallocs_after_second = cuda::allocator_stats(0).device_mallocs;
+  }
+  EXPECT_EQ(cuda::allocator_stats(0).device_mallocs, mallocs_after_second)
+      << "each recapture allocated new device memory";
+}
+#endif  // RETORT_WITH_CUDA
 
 TEST_F(CudaGraphStep, HostCopiesInsideACaptureAreRefused) {
   Tensor x = Tensor::ones({4}, DType::f32, Device::cuda());

@@ -156,8 +156,10 @@ TEST_F(CudaConvTest, CachedPlanIsReusedAndFilterGradientIsReproducible) {
   ConvAlgoKey key;
   key.shape = s;
   key.direction = ConvDirection::backward_filter;
-  key.allow_tf32 = false;
-  key.deterministic = true;
+  // The fixture's mode (TF32 off, not deterministic): the key records the mode, and the filter
+  // gradient's algorithm is deterministic in every mode (need_deterministic in conv.cu).
+  key.allow_tf32 = gpu().allow_tf32;
+  key.deterministic = gpu().deterministic;
   key.workspace_limit = gpu().conv_workspace_limit;
   const ConvPlan* plan = owner().conv_algos().find(key);
   ASSERT_NE(plan, nullptr);
