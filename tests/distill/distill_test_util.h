@@ -12,7 +12,8 @@ namespace retort::test {
 inline std::vector<std::vector<uint8_t>> weight_bytes(nn::Module& model) {
   std::vector<std::vector<uint8_t>> out;
   for (const auto& [name, t] : model.state_dict()) {
-    Tensor c = t.contiguous();
+    // On the host: a device tensor's storage is not readable from here.
+    Tensor c = t.detach().contiguous().to(Device::cpu());
     const auto* p = static_cast<const uint8_t*>(c.raw_data());
     out.emplace_back(p, p + c.numel() * dtype_size(c.dtype()));
   }

@@ -7,6 +7,7 @@
 #if RETORT_WITH_CUDA
 
 #include <cstdint>
+#include <cstdio>
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
@@ -86,8 +87,12 @@ ConvData make_data(const Conv2dShape& s, uint32_t seed) {
           random_vector<float>(y_size(s), seed + 2)};
 }
 
-// All three directions on the GPU, compared with the CPU twin.
-void check_all_directions(const CudaContext& gpu, const CpuContext& cpu, const Conv2dShape& s) {
+// All three directions on the GPU, compared with the CPU twin. With filter_may_be_refused (no
+// workspace), the filter gradient may instead be refused with conv.cu's clear error: conv.h
+// promises a deterministic batch sum, and cuDNN need not offer a deterministic algorithm that
+// runs without scratch memory for every shape.
+void check_all_directions(const CudaContext& gpu, const CpuContext& cpu, const Conv2dShape& s,
+                          bool filter_may_be_refused = false) {
   const ConvData d = make_data(s, 91);
   std::vector<float> y(y_size(s)), grad_x(x_size(s)), grad_w(w_size(s));
   conv2d_forward(cpu, s, d.x.data(), d.w.data(), y.data());
@@ -100,10 +105,21 @@ void check_all_directions(const CudaContext& gpu, const CpuContext& cpu, const C
   DeviceArray<float> d_grad_w = poisoned_output(grad_w.size());
   conv2d_forward(gpu, s, d_x.data(), d_w.data(), d_y.data());
   conv2d_backward_data(gpu, s, d_grad_y.data(), d_w.data(), d_grad_x.data());
-  conv2d_backward_filter(gpu, s, d_x.data(), d_grad_y.data(), d_grad_w.data());
   EXPECT_TRUE(all_close(d_y.download(), y, kParityF32Rel, kParityF32Abs)) << "forward";
   EXPECT_TRUE(all_close(d_grad_x.download(), grad_x, kParityF32Rel, kParityF32Abs))
       << "backward data";
+  try {
+    conv2d_backward_filter(gpu, s, d_x.data(), d_grad_y.data(), d_grad_w.data());
+  } catch (const std::runtime_error& e) {
+    const bool refused = std::string(e.what()).find("no deterministic algorithm") !=
+                         std::string::npos;
+    if (filter_may_be_refused && refused) {
+      std::printf("note: %s: filter gradient refused without workspace: %s\n",
+                  describe(s).c_str(), e.what());
+      return;
+    }
+    throw;
+  }
   EXPECT_TRUE(all_close(d_grad_w.download(), grad_w, kParityF32Rel, kParityF32Abs))
       << "backward filter";
 }
@@ -137,7 +153,7 @@ TEST_F(CudaConvTest, MatchesCpuWithoutWorkspace) {
   mutable_gpu().workspace = nullptr;
   for (const Conv2dShape& s : kShapes) {
     SCOPED_TRACE(describe(s));
-    check_all_directions(gpu(), cpu, s);
+    check_all_directions(gpu(), cpu, s, /*filter_may_be_refused=*/true);
   }
 }
 

@@ -37,6 +37,9 @@ class DeviceArray {
     if (!padded.empty()) {
       RETORT_CUDA_CHECK(
           cudaMemcpy(buffer_.data(), padded.data(), padded.size() * sizeof(T), cudaMemcpyDefault));
+      // A pageable-memory copy may return before it lands, and the contexts' streams do not
+      // wait for the legacy stream: finish it before a kernel reads the array.
+      RETORT_CUDA_CHECK(cudaDeviceSynchronize());
     }
   }
   // Synchronises the device, then copies the `count` elements back.
