@@ -77,8 +77,13 @@ void SGD::set_lr(double lr) {
   SgdOptions o = options_;
   o.lr = lr;
   check_options(o);
+  const bool changed = lr != options_.lr;
   options_ = o;
-  for (Tensor& scalar : lr_scalars_) scalar.fill_(lr);
+  // Rewritten only when the rate moves: on a GPU each rewrite is a launch (the Trainer sets the
+  // rate every step, and multistep keeps it for whole epochs).
+  if (changed) {
+    for (Tensor& scalar : lr_scalars_) scalar.fill_(lr);
+  }
 }
 
 void SGD::set_lr_in_tensor(bool on) {

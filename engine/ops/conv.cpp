@@ -152,22 +152,36 @@ Shape output_shape(const kernels::Conv2dShape& s) {
   return {s.batch, s.out_channels, s.out_h(), s.out_w()};
 }
 
+// y = act(conv(x, weight) + bias + residual) with everything after the conv in its epilogue (as
+// each output tile is written); bias and residual may be undefined. x and weight are contiguous;
+// y is fresh, so the residual never overlaps it (the kernels' requirement).
+template <OpId kOp>
+Tensor conv_forward(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& weight,
+                    const Tensor& bias, const Tensor& residual, Activation activation) {
+  const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+  const Tensor r = residual.defined() ? residual.contiguous() : Tensor();
+  Tensor y = Tensor::empty(output_shape(s), x.dtype(), x.device());
+  dispatch<kOp>(x.device(), x.dtype(), [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::ConvEpilogue<T> epilogue;
+    epilogue.bias = b.defined() ? b.data<T>() : nullptr;
+    epilogue.residual = r.defined() ? r.data<T>() : nullptr;
+    epilogue.activation = activation == Activation::relu    ? kernels::ConvActivation::relu
+                          : activation == Activation::relu6 ? kernels::ConvActivation::relu6
+                                                            : kernels::ConvActivation::none;
+    kernels::conv2d_forward(ctx, s, x.data<T>(), weight.data<T>(), y.data<T>(), epilogue);
+  });
+  return y;
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias,
               const Conv2dOptions& o) {
   const kernels::Conv2dShape s = conv_shape("conv2d", x_in, weight_in, bias, o);
   Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
-  Tensor y = Tensor::empty(output_shape(s), x.dtype(), x.device());
-  dispatch<OpId::conv2d>(x.device(), x.dtype(), [&](const auto& ctx, auto tag) {
-    using T = decltype(tag);
-    // The bias is added as each output tile is written (the conv's epilogue), not in a pass of
-    // its own.
-    const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-    kernels::ConvEpilogue<T> epilogue;
-    epilogue.bias = b.defined() ? b.data<T>() : nullptr;
-    kernels::conv2d_forward(ctx, s, x.data<T>(), weight.data<T>(), y.data<T>(), epilogue);
-  });
+  // The bias is added in the conv's epilogue, not in a pass of its own.
+  Tensor y = conv_forward<OpId::conv2d>(s, x, weight, bias, Tensor(), Activation::none);
   auto make = [&] {
     auto node = std::make_shared<Conv2dBackward>();
     node->shape = s;
@@ -202,20 +216,7 @@ Tensor conv2d_fused(const Tensor& x_in, const Tensor& weight_in, const Tensor& b
     throw std::invalid_argument("conv2d_fused: unknown activation");
   }
   Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
-  // y is fresh, so the residual never overlaps it (the kernels' requirement).
-  Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-  Tensor residual = residual_in.defined() ? residual_in.contiguous() : Tensor();
-  Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
-  dispatch<OpId::conv2d_fused>(x.device(), x.dtype(), [&](const auto& ctx, auto tag) {
-    using T = decltype(tag);
-    kernels::ConvEpilogue<T> epilogue;
-    epilogue.bias = b.defined() ? b.data<T>() : nullptr;
-    epilogue.residual = residual.defined() ? residual.data<T>() : nullptr;
-    epilogue.activation = activation == Activation::relu    ? kernels::ConvActivation::relu
-                          : activation == Activation::relu6 ? kernels::ConvActivation::relu6
-                                                            : kernels::ConvActivation::none;
-    kernels::conv2d_forward(ctx, s, x.data<T>(), weight.data<T>(), y.data<T>(), epilogue);
-  });
+  Tensor y = conv_forward<OpId::conv2d_fused>(s, x, weight, bias, residual_in, activation);
   record<Conv2dFusedBackward>(y, {&x_in, &weight_in, &bias, &residual_in}, [&] {
     auto node = std::make_shared<Conv2dFusedBackward>();
     node->shape = s;

@@ -37,16 +37,7 @@ void check_sgd_operands(const Tensor& param, const Tensor& grad, const Tensor& m
 
 void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, const SgdStepOptions& o,
               bool first_step, const Tensor& lr_scalar) {
-  check_sgd_operands(param, grad, momentum_buf, o, lr_scalar);
-  NoGradGuard no_grad;
-  dispatch<OpId::sgd_step>(param.device(), param.dtype(), [&](const auto& ctx, auto tag) {
-    using T = decltype(tag);
-    kernels::sgd_step(ctx, param.numel(), param.data<T>(), grad.data<T>(),
-                      o.momentum != 0.0 ? momentum_buf.data<T>() : nullptr,
-                      static_cast<T>(o.lr), static_cast<T>(o.momentum),
-                      static_cast<T>(o.dampening), static_cast<T>(o.weight_decay), o.nesterov,
-                      first_step, lr_scalar.defined() ? lr_scalar.data<T>() : nullptr);
-  });
+  sgd_step_many({param}, {grad}, {momentum_buf}, {first_step}, o, lr_scalar);
 }
 
 void sgd_step_many(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
